@@ -1,0 +1,33 @@
+"""Options and setup shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from checkout_cam.config import Config, load_config, override
+from checkout_cam.model import Classifier, open_classifier
+
+
+def add_config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="settings file (default: ./config.yaml if present, else built-in defaults)")
+
+
+def add_model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="FILE", default=None,
+                   help="model artifact .pt (default: model.path from the config)")
+
+
+def load_cfg(args: argparse.Namespace, overrides: dict[str, str] | None = None) -> Config:
+    """Config file, then CLI flags on top: ``overrides`` maps arg names to dotted settings."""
+    cfg = load_config(getattr(args, "config", None))
+    mapping = {"model": "model.path", **(overrides or {})}
+    for arg, dotted in mapping.items():
+        value = getattr(args, arg, None)
+        if value is not None:
+            cfg = override(cfg, dotted, value)
+    return cfg
+
+
+def open_model(cfg: Config) -> Classifier:
+    return open_classifier(cfg.model.path, roi=cfg.preprocess.roi, threads=cfg.model.threads)

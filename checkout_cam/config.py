@@ -1,0 +1,287 @@
+"""The one declaration of every setting: type, default, range and description.
+
+``config.yaml`` at the repository top is generated from this module
+(``checkout-cam validate-config --print-defaults``) and a test keeps the two
+equal, so a setting is added here and nowhere else.
+
+Loading rejects unknown keys and names every bad setting by its key path
+(``review.min_confidence: must be <= 1.0, got 1.5``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from checkout_cam.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("config.yaml")
+
+
+def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+            choices: tuple | None = None, length: int | None = None):
+    """A config field: its default, a one-line description, and its allowed range."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "length": length}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = setting("models/resnet18-imagenet.pt",
+                        "Model artifact (.pt) made by `checkout-cam export-model` or `finetune`.")
+    top_k: int = setting(3, "How many labels each result keeps and shows.", min=1, max=20)
+    threads: int = setting(0, "Torch intra-op threads for inference; 0 = choose from the CPU count.",
+                           min=0, max=256)
+    batch_size: int = setting(8, "Images per model call in classify/evaluate.", min=1, max=512)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    roi: list[float] | None = setting(
+        None,
+        "Scanning area cropped before classification, as [x, y, width, height] in fractions "
+        "of the frame (0..1); null = the whole frame.",
+        min=0.0, max=1.0, length=4)
+    max_image_pixels: int = setting(
+        50_000_000, "Images larger than this many pixels are refused before decoding "
+        "(decompression-bomb guard).", min=1)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    uri: str = setting("0", "Camera index (0, 1, ...), video file path, or rtsp:// / http:// URL.")
+    realtime: bool = setting(False, "Pace a video file at its own fps and drop frames like a live "
+                             "camera would (a file standing in for a camera).")
+    reconnect_initial_s: float = setting(1.0, "First wait before reopening a failed camera/stream.",
+                                         min=0.01, max=600)
+    reconnect_max_s: float = setting(30.0, "Longest wait between reconnect attempts (backoff doubles).",
+                                     min=0.01, max=3600)
+    stall_timeout_s: float = setting(5.0, "A live source that yields no frame for this long is "
+                                     "treated as offline and reopened.", min=0.1, max=600)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    motion_gating: bool = setting(True, "Live/serve: reuse the last result while the scanning area "
+                                  "has not changed, instead of running the model again.")
+    motion_threshold: float = setting(2.0, "Mean absolute change (0-255 levels) of the downscaled "
+                                      "scanning area that counts as motion.", min=0.0, max=255.0)
+    queue_timeout_s: float = setting(0.1, "How often blocked threads wake to check for shutdown.",
+                                     min=0.001, max=10)
+    shutdown_timeout_s: float = setting(3.0, "How long shutdown waits for each thread before "
+                                        "logging that it did not stop.", min=0.1, max=60)
+
+
+@dataclass(frozen=True)
+class ReviewConfig:
+    min_confidence: float = setting(0.6, "Flag for cashier review when the smoothed top-1 "
+                                    "probability is below this.", min=0.0, max=1.0)
+    min_margin: float = setting(0.15, "Flag when top-1 minus top-2 (smoothed) is below this.",
+                                min=0.0, max=1.0)
+    smoothing_window: int = setting(5, "Results averaged to smooth probabilities (1 = no smoothing).",
+                                    min=1, max=100)
+    stable_results: int = setting(5, "Consecutive results the smoothed top-1 label must hold "
+                                  "before an item event opens.", min=1, max=1000)
+    empty_threshold: float = setting(12.0, "Mean absolute difference (0-255 levels) between the "
+                                     "scanning area and the background below which the scene "
+                                     "counts as empty.", min=0.0, max=255.0)
+    empty_results: int = setting(3, "Consecutive empty results that close an open item event.",
+                                 min=1, max=1000)
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    stale_after_ms: float = setting(500.0, "A result older than this (capture to display) is not "
+                                    "shown, so a label never outlives its item.", min=1, max=60000)
+    window_name: str = setting("checkout-cam", "Title of the live window.")
+    font_scale: float = setting(0.6, "Overlay text size.", min=0.1, max=5.0)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    log_path: str = setting("logs/events.jsonl", "JSON-lines event log (one item event per line).")
+    log_max_bytes: int = setting(10_000_000, "Rotate the event log when it would grow past this.",
+                                 min=1000)
+    log_backups: int = setting(5, "Rotated event logs kept (events.jsonl.1 ... .N).", min=0, max=1000)
+    stats_interval_s: float = setting(60.0, "Seconds between stats lines on stderr.", min=1, max=86400)
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    snapshot_dir: str = setting("snapshots", "Where the `s` key saves raw and annotated PNGs.")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The model artifact and how it runs."})
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig, metadata={"help": "What part of each frame/image the model sees."})
+    source: SourceConfig = field(default_factory=SourceConfig, metadata={"help": "Where frames come from."})
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig, metadata={"help": "Threads and queues between capture and inference."})
+    review: ReviewConfig = field(default_factory=ReviewConfig, metadata={"help": "When an item is decided, and when a cashier must look."})
+    render: RenderConfig = field(default_factory=RenderConfig, metadata={"help": "The overlay drawn on frames."})
+    serve: ServeConfig = field(default_factory=ServeConfig, metadata={"help": "The headless service's event log and stats."})
+    live: LiveConfig = field(default_factory=LiveConfig, metadata={"help": "The live camera window."})
+
+
+# ---------------------------------------------------------------- validation
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _check_value(path: str, value: Any, tp: Any, meta: dict, errors: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_value(path, value, args[0], meta, errors)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            errors.append(f"{path}: must be a list, got {value!r}")
+            return value
+        if meta.get("length") is not None and len(value) != meta["length"]:
+            errors.append(f"{path}: must have {meta['length']} items, got {len(value)}")
+            return value
+        return [_check_value(f"{path}[{i}]", v, item_tp, meta, errors) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            errors.append(f"{path}: must be true or false, got {value!r}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # `uri: 0` in YAML means camera 0
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        errors.append(f"{path}: must be {_type_name(tp)}, got {value!r}")
+        return value
+    if meta.get("min") is not None and value < meta["min"]:
+        errors.append(f"{path}: must be >= {meta['min']}, got {value!r}")
+    if meta.get("max") is not None and value > meta["max"]:
+        errors.append(f"{path}: must be <= {meta['max']}, got {value!r}")
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        errors.append(f"{path}: must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        errors.append(f"{prefix or 'config'}: must be a mapping of settings, got {data!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            errors.append(f"{where}: unknown setting (known here: {', '.join(known)})")
+    values = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        path = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if is_dataclass(tp):
+            values[name] = _build(tp, data[name], path, errors)
+        else:
+            values[name] = _check_value(path, data[name], tp, dict(f.metadata), errors)
+    return cls(**values)
+
+
+def _cross_checks(cfg: Config, errors: list[str]) -> None:
+    roi = cfg.preprocess.roi
+    if roi is not None and all(isinstance(v, float) for v in roi):
+        x, y, w, h = roi
+        if w <= 0 or h <= 0:
+            errors.append("preprocess.roi: width and height must be > 0")
+        if x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
+            errors.append(f"preprocess.roi: x+width and y+height must be <= 1, got {roi}")
+    if cfg.source.reconnect_max_s < cfg.source.reconnect_initial_s:
+        errors.append("source.reconnect_max_s: must be >= source.reconnect_initial_s")
+
+
+def config_from_dict(data: Any, source: str = "config") -> Config:
+    """Validate a parsed mapping; raise ConfigError listing every problem by key path."""
+    errors: list[str] = []
+    cfg = _build(Config, data, "", errors)
+    if not errors:
+        _cross_checks(cfg, errors)
+    if errors:
+        raise ConfigError(errors, source)
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load a YAML config file. ``None`` means ./config.yaml if present, else the defaults."""
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.exists():
+            logger.debug("no %s here; using built-in defaults", DEFAULT_CONFIG_PATH)
+            return Config()
+        path = DEFAULT_CONFIG_PATH
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"file not found; make one with `checkout-cam validate-config "
+                           f"--print-defaults > {path}`"], str(path)) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read: {exc.strerror}"], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"], str(path)) from None
+    return config_from_dict(data, str(path))
+
+
+def override(cfg: Config, dotted: str, value: Any) -> Config:
+    """Return a copy with one setting replaced (CLI flags win over the file), validated."""
+    section, name = dotted.split(".")
+    data = to_dict(cfg)
+    data[section][name] = value
+    return config_from_dict(data, "command line")
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------- config.yaml
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def render_defaults_yaml() -> str:
+    """config.yaml as shipped: every setting at its default, each with its description."""
+    lines = ["# checkout_cam configuration. Every setting, at its default, with what it does.",
+             "# Check a file with: checkout-cam validate-config FILE",
+             "# Generated by: checkout-cam validate-config --print-defaults", ""]
+    defaults = Config()
+    for sec in fields(Config):
+        lines.append(f"# {sec.metadata['help']}")
+        lines.append(f"{sec.name}:")
+        section = getattr(defaults, sec.name)
+        for f in fields(section):
+            meta = f.metadata
+            rng = ""
+            if meta.get("min") is not None or meta.get("max") is not None:
+                rng = f" [{'' if meta['min'] is None else meta['min']}..{'' if meta['max'] is None else meta['max']}]"
+            lines.append(f"  # {meta['help']}{rng}")
+            lines.append(f"  {f.name}: {_yaml_scalar(getattr(section, f.name))}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""The one small interface the pipeline uses to run a model, whatever runtime is behind it.
+
+A backend implements ``logits(batch)``; preprocessing, softmax and top-k are
+shared here. ``open_classifier`` picks the backend from the file, so another
+runtime (ONNX Runtime, OpenVINO, torch.export) slots in by registering a
+suffix, without touching the pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from checkout_cam.model.artifact import ArtifactMeta, file_sha256, load_artifact
+from checkout_cam.preprocess import Preprocessor
+from checkout_cam.results import Classification, Prediction
+
+logger = logging.getLogger(__name__)
+
+
+class Classifier(ABC):
+    """Images in (BGR uint8), per image the top-k labels with softmax probabilities out."""
+
+    def __init__(self, meta: ArtifactMeta, sha256: str, roi: Sequence[float] | None = None):
+        self.meta = meta
+        self.sha256 = sha256
+        self.preprocess = Preprocessor(resize=meta.resize_size, crop=meta.input_size,
+                                       mean=tuple(meta.mean), std=tuple(meta.std),
+                                       roi=tuple(roi) if roi is not None else None)
+
+    @abstractmethod
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Normalized float batch (N, 3, S, S) -> logits (N, classes)."""
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def labels(self) -> list[str]:
+        return self.meta.labels
+
+    @property
+    def trained(self) -> bool:
+        return self.meta.trained
+
+    def info(self) -> dict:
+        """What an event log records about the model that made a decision."""
+        return {"name": self.meta.name, "sha256": self.sha256, "trained": self.meta.trained}
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.softmax(self.logits(self.preprocess(images)).float(), dim=1)
+
+    def top_k(self, probs: torch.Tensor, k: int = 3) -> list[Classification]:
+        """Rows of probabilities -> Classification per row."""
+        k = min(k, probs.shape[1])
+        values, indices = torch.topk(probs, k, dim=1)
+        labels = self.meta.labels
+        return [Classification(tuple(Prediction(int(i), labels[int(i)], float(v))
+                                     for v, i in zip(vals.tolist(), idx.tolist())))
+                for vals, idx in zip(values, indices)]
+
+    def classify(self, images: Sequence[np.ndarray], k: int = 3) -> list[Classification]:
+        if len(images) == 0:
+            return []
+        return self.top_k(self.probabilities(images), k)
+
+
+class TorchScriptClassifier(Classifier):
+    """The default backend: a traced, frozen TorchScript artifact."""
+
+    def __init__(self, path: str | Path, roi: Sequence[float] | None = None):
+        module, meta = load_artifact(path)
+        super().__init__(meta, file_sha256(path), roi)
+        self.module = module
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.module(batch)
+
+
+BACKENDS: dict[str, Callable[..., Classifier]] = {".pt": TorchScriptClassifier}
+
+
+def set_threads(threads: int) -> None:
+    """0 keeps torch's own choice (one per physical core)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    logger.debug("torch threads: %d (cpu count %s)", torch.get_num_threads(), os.cpu_count())
+
+
+def open_classifier(path: str | Path, roi: Sequence[float] | None = None, threads: int = 0) -> Classifier:
+    """Load a model file with the backend its suffix names (.pt = TorchScript)."""
+    set_threads(threads)
+    backend = BACKENDS.get(Path(path).suffix.lower(), TorchScriptClassifier)
+    clf = backend(path, roi=roi)
+    if not clf.trained:
+        logger.warning("model %s is UNTRAINED (%s): its labels are meaningless", clf.name,
+                       clf.meta.weights_source)
+    return clf

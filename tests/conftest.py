@@ -1,0 +1,62 @@
+"""Shared fixtures: a seeded random-weight artifact and the real data beside the checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+GROCERY = SHARED_DATA / "grocery"
+VIDEOS = SHARED_DATA / "videos"
+
+# Tests never download weights.
+os.environ["CHECKOUT_CAM_OFFLINE"] = "1"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (../shared/data beside the checkout; see its README)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def grocery() -> Path:
+    return _need(GROCERY)
+
+
+@pytest.fixture(scope="session")
+def videos() -> Path:
+    return _need(VIDEOS)
+
+
+@pytest.fixture(scope="session")
+def grocery_images(grocery) -> list[Path]:
+    """A fixed handful of real store photos, one per fine class, in a stable order."""
+    lines = (grocery / "val.txt").read_text().splitlines()
+    seen, out = set(), []
+    for line in lines:
+        rel, fine = [s.strip() for s in line.split(",")[:2]]
+        if fine not in seen:
+            seen.add(fine)
+            out.append(grocery / rel)
+    return out[:8]
+
+
+@pytest.fixture(scope="session")
+def random_weights():
+    from checkout_cam.model.weights import random_weights as make
+    return make(seed=0)
+
+
+@pytest.fixture(scope="session")
+def random_artifact(tmp_path_factory, random_weights) -> Path:
+    """An UNTRAINED ResNet-18 artifact (seed 0), exported once per test session."""
+    from checkout_cam.model.artifact import ArtifactMeta, save_artifact
+    out = tmp_path_factory.mktemp("models") / "random.pt"
+    meta = ArtifactMeta(name="random", arch="resnet18", labels=random_weights.labels,
+                        weights_source=random_weights.source, weights_sha256=None, trained=False)
+    save_artifact(random_weights.model, meta, out)
+    return out
