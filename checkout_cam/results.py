@@ -46,3 +46,32 @@ class Classification:
 
     def to_list(self) -> list[dict]:
         return [p.to_dict() for p in self.top]
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """What the inference worker says about one frame.
+
+    ``timestamp`` is the frame's capture time (``time.monotonic()``), so
+    capture-to-result latency is ``done - timestamp``. ``classification`` is
+    None when inference failed on this frame (``error`` says why). ``reused``
+    means motion gating saw no change and the previous classification was kept
+    without running the model.
+    """
+
+    frame_id: int
+    timestamp: float
+    video_time: float | None
+    classification: Classification | None
+    inference_ms: float
+    done: float = 0.0            # time.monotonic() when the result was ready
+    reused: bool = False
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.classification is None) == (self.error is None):
+            raise ValueError(f"frame {self.frame_id}: a result has either a classification or an error")
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.done - self.timestamp) * 1e3 if self.done else float("nan")
