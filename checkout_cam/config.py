@@ -92,7 +92,8 @@ class ReviewConfig:
     smoothing_window: int = setting(5, "Results averaged to smooth probabilities (1 = no smoothing).",
                                     min=1, max=100)
     stable_results: int = setting(5, "Consecutive results the smoothed top-1 label must hold "
-                                  "before an item event opens.", min=1, max=1000)
+                                  "before an item event opens (at least 2: a label seen in one "
+                                  "frame is never an item).", min=2, max=1000)
     empty_threshold: float = setting(12.0, "Mean absolute difference (0-255 levels) between the "
                                      "scanning area and the background below which the scene "
                                      "counts as empty.", min=0.0, max=255.0)
