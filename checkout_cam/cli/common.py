@@ -31,3 +31,19 @@ def load_cfg(args: argparse.Namespace, overrides: dict[str, str] | None = None) 
 
 def open_model(cfg: Config) -> Classifier:
     return open_classifier(cfg.model.path, roi=cfg.preprocess.roi, threads=cfg.model.threads)
+
+
+def add_run_options(p: argparse.ArgumentParser, *, log: bool) -> None:
+    """What live, serve and replay share: config, model, source (and the event log)."""
+    add_config_option(p)
+    add_model_option(p)
+    p.add_argument("--source", metavar="S", default=None,
+                   help="camera index (0), video file, or rtsp:// / http:// URL (default: source.uri)")
+    p.add_argument("--realtime", action="store_true", default=None,
+                   help="pace a video file at its own fps, like a camera (source.realtime)")
+    if log:
+        p.add_argument("--log", metavar="FILE", default=None,
+                       help="JSON-lines event log, one line per item (default: serve.log_path)")
+
+
+RUN_OVERRIDES = {"source": "source.uri", "realtime": "source.realtime", "log": "serve.log_path"}

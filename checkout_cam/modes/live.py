@@ -1,0 +1,97 @@
+"""Live: the lane's camera window with the overlay.
+
+Keys: q or Esc quit, space pause/resume the display, s save a snapshot (raw
+and annotated PNG), b re-take the empty-scene background.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from checkout_cam.config import Config
+from checkout_cam.errors import CheckoutCamError
+from checkout_cam.frames import Frame
+from checkout_cam.modes import build_parts, stop_on_signals
+from checkout_cam.pipeline import Pipeline
+from checkout_cam.sinks import StderrEventSink
+
+logger = logging.getLogger(__name__)
+
+KEY_ESC = 27
+
+
+def save_snapshot(folder: str | Path, frame: Frame, annotated: np.ndarray) -> tuple[Path, Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + f"-f{frame.frame_id}"
+    raw, ann = folder / f"{stamp}-raw.png", folder / f"{stamp}-annotated.png"
+    if not (cv2.imwrite(str(raw), frame.image) and cv2.imwrite(str(ann), annotated)):
+        raise CheckoutCamError(f"could not write snapshot PNGs to {folder}")
+    return raw, ann
+
+
+def _open_window(name: str) -> None:
+    try:
+        cv2.namedWindow(name, cv2.WINDOW_AUTOSIZE)
+    except cv2.error as exc:
+        raise CheckoutCamError(f"cannot open a window ({exc.msg.strip() if hasattr(exc, 'msg') else exc}); "
+                               f"is a display available (DISPLAY)? For a headless box use `checkout-cam serve`") from None
+
+
+def run_live(cfg: Config, *, stop: threading.Event | None = None, max_seconds: float | None = None) -> int:
+    stop = stop or threading.Event()
+    stop_on_signals(stop)
+    parts = build_parts(cfg, stop, realtime=True)  # a file stands in for a camera: paced, frames dropped
+    pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg, sinks=[StderrEventSink()], stop=stop)
+    name = cfg.render.window_name
+    _open_window(name)
+    paused = False
+    shown: np.ndarray | None = None
+    last_id: int | None = None
+    offline_canvas = np.zeros((480, 640, 3), np.uint8)
+    t_end = None if max_seconds is None else time.monotonic() + max_seconds
+    pipeline.start()
+    try:
+        while not stop.is_set():
+            if t_end is not None and time.monotonic() >= t_end:
+                break
+            frame = None if paused else pipeline.wait_frame(last_id, timeout=0.05)
+            if frame is not None:
+                last_id = frame.frame_id
+                _, decision = pipeline.latest()
+                shown = parts.renderer.annotate(frame, decision, pipeline.status())
+                current = frame
+            elif not paused and not parts.source.online:
+                # No frames: say so on screen instead of freezing on the last one.
+                current = Frame(offline_canvas, -1, time.monotonic(), parts.source.name)
+                shown = parts.renderer.annotate(current, None, pipeline.status())
+            elif pipeline.finished:
+                logger.info("source %s ended", parts.source.name)
+                break
+            if shown is not None:
+                cv2.imshow(name, shown)
+            key = cv2.waitKey(1) & 0xFF
+            if key in (ord("q"), KEY_ESC):
+                break
+            if key == ord(" "):
+                paused = not paused
+                if paused and shown is not None:
+                    shown = parts.renderer.annotate(current, pipeline.latest()[1], pipeline.status(paused=True))
+            elif key == ord("s") and shown is not None:
+                raw, ann = save_snapshot(cfg.live.snapshot_dir, current, shown)
+                print(f"snapshot saved: {raw} {ann}", flush=True)
+            elif key == ord("b"):
+                pipeline.retake_background()
+            if cv2.getWindowProperty(name, cv2.WND_PROP_VISIBLE) < 1:
+                break  # the window was closed with the mouse
+    finally:
+        pipeline.shutdown()
+        cv2.destroyAllWindows()
+    return 0

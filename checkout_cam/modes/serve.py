@@ -1,0 +1,67 @@
+"""Serve: the headless service. Item events to a rotated JSON-lines log and to stderr (journald).
+
+Speaks the systemd notify protocol when NOTIFY_SOCKET is set: READY=1 once the
+model is loaded and the first frame is read, WATCHDOG=1 while the pipeline is
+alive (a stalled pipeline stops the pings and systemd restarts it), STOPPING=1
+on the way out. A dropped camera is not a reason to exit: the source retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from checkout_cam.config import Config
+from checkout_cam.modes import build_parts, stop_on_signals
+from checkout_cam.notify import SystemdNotifier
+from checkout_cam.pipeline import Pipeline
+from checkout_cam.sinks import EventLogSink, StderrEventSink
+
+logger = logging.getLogger(__name__)
+
+
+def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: SystemdNotifier | None = None) -> int:
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        stop_on_signals(stop)
+    notifier = notifier or SystemdNotifier()
+    # A source that is a file is paced like a camera: serve is for live input.
+    parts = build_parts(cfg, stop, realtime=True)
+    offset = time.time() - time.monotonic()  # monotonic capture times -> wall clock for the log
+    log = EventLogSink(cfg.serve.log_path, max_bytes=cfg.serve.log_max_bytes, backups=cfg.serve.log_backups,
+                       source=parts.source.name, model=parts.classifier.info(),
+                       policy=parts.policy.policy_dict(), wall_clock_offset=offset)
+    pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg, sinks=[log, StderrEventSink()],
+                        stop=stop)
+    untrained = "" if parts.classifier.trained else " UNTRAINED model:"
+    logger.info("serving%s %s on %s, events to %s", untrained, parts.classifier.name, parts.source.name,
+                cfg.serve.log_path)
+    # Unhealthy after this long without a loop iteration; the watchdog then lapses.
+    max_silence = (notifier.watchdog_interval or 30.0) / 2 + cfg.source.stall_timeout_s
+    with log:
+        pipeline.start()
+        try:
+            while not stop.is_set() and not pipeline.first_frame.wait(0.5):
+                if pipeline.healthy(max_silence):
+                    notifier.watchdog()
+            if not stop.is_set():
+                notifier.ready(f"serving {parts.source.name}")
+                logger.info("first frame read; ready")
+            next_stats = time.monotonic() + cfg.serve.stats_interval_s
+            while not stop.wait(0.5):
+                if pipeline.finished:  # only a file source ends by itself
+                    logger.info("source %s ended", parts.source.name)
+                    break
+                if pipeline.healthy(max_silence):
+                    notifier.watchdog()
+                if time.monotonic() >= next_stats:
+                    next_stats += cfg.serve.stats_interval_s
+                    line = pipeline.stats_line()
+                    logger.info("stats: %s", line)
+                    notifier.status(line)
+        finally:
+            notifier.stopping("closing the open item and flushing the event log")
+            clean = pipeline.shutdown()
+            logger.info("stopped (%s): %s", "clean" if clean else "some threads did not stop", pipeline.stats_line())
+    return 0

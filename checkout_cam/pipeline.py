@@ -1,0 +1,175 @@
+"""Wires one run: source -> frame queue -> inference worker -> review policy -> sinks.
+
+One ``threading.Event`` stops everything. The review policy runs in the
+inference thread, once per result and in order, so item events do not depend
+on how fast anything is displayed. What the modes read back:
+
+- ``latest()``: the newest frame and the newest decision (the live window);
+- ``decisions``: every (frame, decision) pair in order, when ``collect`` is
+  set (replay writes each one into the annotated video);
+- ``status()``: camera fps, inference fps, latency, dropped frames, offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Sequence
+
+from checkout_cam.config import Config
+from checkout_cam.frame_queue import FrameQueue
+from checkout_cam.frames import Frame
+from checkout_cam.model import Classifier
+from checkout_cam.render import Status
+from checkout_cam.results import InferenceResult
+from checkout_cam.review import Decision, ItemEvent, ReviewPolicy
+from checkout_cam.sinks import Sink, SinkGroup
+from checkout_cam.sources import FrameSource
+from checkout_cam.stats import Percentiles
+from checkout_cam.worker import CaptureThread, InferenceWorker
+
+logger = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(self, source: FrameSource, classifier: Classifier, policy: ReviewPolicy, cfg: Config, *,
+                 sinks: Sequence[Sink] = (), stop: threading.Event | None = None, collect: bool = False):
+        self.cfg = cfg
+        self.source = source
+        self.classifier = classifier
+        self.stop_event = stop or threading.Event()
+        poll = cfg.pipeline.queue_timeout_s
+        self.frames = FrameQueue("live" if source.live else "replay", stop=self.stop_event, poll_s=poll)
+        self.decisions = FrameQueue("replay", maxsize=32, stop=self.stop_event, poll_s=poll) if collect else None
+        self.policy = policy
+        self.sinks = SinkGroup(list(sinks))
+        self.latency_ms = Percentiles()
+        self.items = 0
+        self.flagged = 0
+        self.final_event: ItemEvent | None = None
+        self.first_frame = threading.Event()
+        self.first_result = threading.Event()
+        self._retake_background = threading.Event()
+        self._lock = threading.Lock()
+        self._frame_cond = threading.Condition(self._lock)
+        self._latest_frame: Frame | None = None
+        self._latest_decision: Decision | None = None
+        self.capture = CaptureThread(source, self.frames, self.stop_event, on_frame=self._on_frame)
+        self.worker = InferenceWorker(classifier, self.frames, self.stop_event, self._on_result,
+                                      top_k=cfg.model.top_k, poll_s=poll, on_end=self._on_worker_end)
+
+    # ------------------------------------------------------------ thread callbacks
+
+    def _on_frame(self, frame: Frame) -> None:
+        with self._frame_cond:
+            self._latest_frame = frame
+            self._frame_cond.notify_all()
+        self.first_frame.set()
+
+    def _on_result(self, frame: Frame, result: InferenceResult) -> None:
+        if self._retake_background.is_set():
+            self._retake_background.clear()
+            self.policy.set_background(frame.image)
+            logger.info("background re-taken at frame %d", frame.frame_id)
+        decision = self.policy.update(frame, result)
+        self.latency_ms.add(result.latency_ms)
+        self._count(decision.closed)
+        with self._lock:
+            self._latest_decision = decision
+        self.first_result.set()
+        self.sinks(frame, decision)
+        if self.decisions is not None:
+            self.decisions.put((frame, decision))  # replay: blocks, never drops
+
+    def _on_worker_end(self) -> None:
+        # Close the item still in front of the camera, so nothing is lost at shutdown or end of video.
+        try:
+            self.final_event = self.policy.close()
+            self._count(self.final_event)
+            if self.final_event is not None:
+                self.sinks.close_event(self.final_event)
+        except Exception:
+            logger.exception("closing the open item event failed")
+        finally:
+            if self.decisions is not None:
+                self.decisions.put_end()
+
+    def _count(self, event: ItemEvent | None) -> None:
+        if event is not None:
+            self.items += 1
+            self.flagged += int(event.review)
+
+    # ------------------------------------------------------------ control
+
+    def start(self) -> "Pipeline":
+        self.worker.start()
+        self.capture.start()
+        return self
+
+    def retake_background(self) -> None:
+        """Use the next inferred frame as the empty-scene reference (the `b` key)."""
+        self._retake_background.set()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for both threads; log any that did not stop in time. True when all stopped."""
+        timeout = self.cfg.pipeline.shutdown_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout  # one budget for all threads: SIGTERM must end in seconds
+        ok = True
+        for thread in (self.worker, self.capture):
+            if thread.ident is None:
+                continue
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                ok = False
+                logger.error("%s thread did not stop within %.1f s", thread.name, timeout)
+        return ok
+
+    def shutdown(self) -> bool:
+        self.stop()
+        ok = self.join()
+        self.sinks.close()
+        return ok
+
+    @property
+    def finished(self) -> bool:
+        return not self.worker.is_alive() and self.worker.ident is not None
+
+    # ------------------------------------------------------------ what the modes read
+
+    def latest(self) -> tuple[Frame | None, Decision | None]:
+        with self._lock:
+            return self._latest_frame, self._latest_decision
+
+    def wait_frame(self, after_id: int | None, timeout: float) -> Frame | None:
+        """The newest frame once it is newer than ``after_id`` (None on timeout)."""
+        with self._frame_cond:
+            self._frame_cond.wait_for(lambda: self._latest_frame is not None and (
+                after_id is None or self._latest_frame.frame_id != after_id), timeout)
+            frame = self._latest_frame
+        return frame if frame is not None and (after_id is None or frame.frame_id != after_id) else None
+
+    def status(self, paused: bool = False) -> Status:
+        now = time.monotonic()
+        p50 = self.latency_ms.get(50)
+        return Status(camera_fps=self.capture.meter.rate(now), inference_fps=self.worker.meter.rate(now),
+                      latency_ms=p50, dropped=self.frames.dropped, offline=not self.source.online,
+                      paused=paused)
+
+    def healthy(self, max_silence_s: float) -> bool:
+        """Both threads alive and looping (capture may be quiet while its camera is offline)."""
+        now = time.monotonic()
+        capture_ok = self.capture.is_alive() and (
+            not self.source.online or now - self.capture.heartbeat < max_silence_s)
+        worker_ok = self.worker.is_alive() and now - self.worker.heartbeat < max_silence_s
+        return capture_ok and worker_ok
+
+    def stats_line(self) -> str:
+        s = self.status()
+        return (f"camera {s.camera_fps:.1f} fps, inference {s.inference_fps:.1f} fps, latency p50 "
+                f"{self.latency_ms.get(50):.0f} ms p95 {self.latency_ms.get(95):.0f} ms, dropped "
+                f"{s.dropped}, items {self.items} ({self.flagged} flagged), errors {self.worker.errors}, "
+                f"camera {'online' if self.source.online else 'OFFLINE'}")

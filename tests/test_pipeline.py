@@ -1,0 +1,79 @@
+import threading
+import time
+
+import numpy as np
+
+from checkout_cam.config import Config, override
+from checkout_cam.frame_queue import END
+from checkout_cam.pipeline import Pipeline
+from checkout_cam.review import ReviewPolicy
+from tests.fakes import FakeClassifier, FrameSourceStub
+
+
+def _scene(i: int) -> np.ndarray:
+    """Frames 0-9 empty (value 0), 10-59 an item (value 1 -> class1), 60-79 empty again."""
+    return np.full((48, 64, 3), 1 if 10 <= i < 60 else 0, np.uint8)
+
+
+def _pipeline(n, clf, cfg=None, **kw):
+    cfg = cfg or override(Config(), "review.empty_threshold", 0.5)
+    policy = ReviewPolicy(cfg.review, trained=clf.trained, labels=clf.labels, top_k=cfg.model.top_k)
+    return Pipeline(FrameSourceStub(n, image_fn=_scene), clf, policy, cfg, **kw)
+
+
+def _drain(p):
+    out = []
+    while (item := p.decisions.get(timeout=10)) is not END:
+        out.append(item)
+    return out
+
+
+def test_replay_pipeline_gives_every_decision_in_order_and_one_item():
+    seen = []
+    p = _pipeline(80, FakeClassifier(), sinks=[lambda f, d: seen.append(d.closed)], collect=True).start()
+    pairs = _drain(p)
+    assert p.shutdown()
+    assert [f.frame_id for f, _ in pairs] == list(range(80))
+    assert all(d.frame_id == f.frame_id for f, d in pairs)
+    closed = [e for e in seen if e is not None] + ([p.final_event] if p.final_event else [])
+    assert len(closed) == 1 and closed[0].label == "class1"
+    assert 10 <= closed[0].frame_start < closed[0].frame_end <= 65
+    assert p.items == 1
+
+
+def test_the_open_item_is_closed_at_the_end():
+    p = _pipeline(40, FakeClassifier(), collect=True).start()  # ends while the item is in view
+    _drain(p)
+    p.shutdown()
+    assert p.final_event is not None and p.final_event.label == "class1"
+
+
+def test_one_failing_sink_does_not_stop_the_others():
+    good = []
+
+    def broken(frame, decision):
+        raise OSError("disk full")
+
+    p = _pipeline(30, FakeClassifier(), sinks=[broken, lambda f, d: good.append(f.frame_id)], collect=True).start()
+    _drain(p)
+    p.shutdown()
+    assert good == list(range(30))
+
+
+def test_shutdown_while_nobody_reads_the_decisions():
+    p = _pipeline(100_000, FakeClassifier(), collect=True).start()
+    time.sleep(0.3)  # the decisions queue is full and the worker is blocked on it
+    t0 = time.monotonic()
+    assert p.shutdown()
+    assert not p.worker.is_alive() and not p.capture.is_alive()
+    assert time.monotonic() - t0 < p.cfg.pipeline.shutdown_timeout_s + 1
+
+
+def test_status_and_health():
+    p = _pipeline(50, FakeClassifier(), collect=True).start()
+    _drain(p)
+    s = p.status()
+    assert s.dropped == 0 and not s.offline
+    assert "items" in p.stats_line()
+    p.shutdown()
+    assert not p.healthy(max_silence_s=5.0)  # threads have ended
