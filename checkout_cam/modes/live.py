@@ -39,7 +39,8 @@ def save_snapshot(folder: str | Path, frame: Frame, annotated: np.ndarray) -> tu
 
 def _open_window(name: str) -> None:
     try:
-        cv2.namedWindow(name, cv2.WINDOW_AUTOSIZE)
+        # GUI_NORMAL: no Qt toolbar/status bar over a lane screen; the overlay is the interface.
+        cv2.namedWindow(name, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
     except cv2.error as exc:
         raise CheckoutCamError(f"cannot open a window ({exc.msg.strip() if hasattr(exc, 'msg') else exc}); "
                                f"is a display available (DISPLAY)? For a headless box use `checkout-cam serve`") from None
