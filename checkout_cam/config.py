@@ -77,6 +77,9 @@ class PipelineConfig:
                                   "has not changed, instead of running the model again.")
     motion_threshold: float = setting(2.0, "Mean absolute change (0-255 levels) of the downscaled "
                                       "scanning area that counts as motion.", min=0.0, max=255.0)
+    motion_max_reuse_s: float = setting(1.0, "Run the model at least this often even in a still scene, "
+                                        "so a change below the threshold cannot hide an item for long.",
+                                        min=0.0, max=60.0)
     queue_timeout_s: float = setting(0.1, "How often blocked threads wake to check for shutdown.",
                                      min=0.001, max=10)
     shutdown_timeout_s: float = setting(3.0, "How long shutdown waits for each thread before "

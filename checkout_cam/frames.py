@@ -28,6 +28,12 @@ class Frame:
                              f"got {getattr(img, 'dtype', type(img))} {getattr(img, 'shape', '')}")
 
     @property
+    def time(self) -> float:
+        """The frame's place in time: seconds into the video when replaying a file, else its
+        monotonic capture time. Anything that must give the same answer on every replay uses this."""
+        return self.video_time if self.video_time is not None else self.timestamp
+
+    @property
     def size(self) -> tuple[int, int]:
         """(width, height) in pixels."""
         return self.image.shape[1], self.image.shape[0]

@@ -20,6 +20,7 @@ from typing import Sequence
 from checkout_cam.config import Config
 from checkout_cam.frame_queue import FrameQueue
 from checkout_cam.frames import Frame
+from checkout_cam.gating import MotionGate
 from checkout_cam.model import Classifier
 from checkout_cam.render import Status
 from checkout_cam.results import InferenceResult
@@ -34,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 class Pipeline:
     def __init__(self, source: FrameSource, classifier: Classifier, policy: ReviewPolicy, cfg: Config, *,
-                 sinks: Sequence[Sink] = (), stop: threading.Event | None = None, collect: bool = False):
+                 sinks: Sequence[Sink] = (), stop: threading.Event | None = None, collect: bool = False,
+                 gating: bool | None = None):
         self.cfg = cfg
         self.source = source
         self.classifier = classifier
@@ -55,9 +57,17 @@ class Pipeline:
         self._frame_cond = threading.Condition(self._lock)
         self._latest_frame: Frame | None = None
         self._latest_decision: Decision | None = None
-        self.capture = CaptureThread(source, self.frames, self.stop_event, on_frame=self._on_frame)
+        # Gating defaults on for live input only: replay is an audit and runs the model on every frame
+        # unless asked (`replay --gating`).
+        p = cfg.pipeline
+        if gating is None:
+            gating = p.motion_gating and source.live
+        self.gate = MotionGate(p.motion_threshold, cfg.preprocess.roi, p.motion_max_reuse_s) if gating else None
+        self.capture = CaptureThread(source, self.frames, self.stop_event, on_frame=self._on_frame,
+                                     prepare=lambda f: classifier.preprocess([f.image]))
         self.worker = InferenceWorker(classifier, self.frames, self.stop_event, self._on_result,
-                                      top_k=cfg.model.top_k, poll_s=poll, on_end=self._on_worker_end)
+                                      top_k=cfg.model.top_k, poll_s=poll, on_end=self._on_worker_end,
+                                      gate=self.gate)
 
     # ------------------------------------------------------------ thread callbacks
 
@@ -167,9 +177,12 @@ class Pipeline:
         worker_ok = self.worker.is_alive() and now - self.worker.heartbeat < max_silence_s
         return capture_ok and worker_ok
 
+    def _model_share(self) -> str:
+        return "every frame" if self.gate is None else f"{self.gate.model_share:.0%} of frames"
+
     def stats_line(self) -> str:
         s = self.status()
         return (f"camera {s.camera_fps:.1f} fps, inference {s.inference_fps:.1f} fps, latency p50 "
                 f"{self.latency_ms.get(50):.0f} ms p95 {self.latency_ms.get(95):.0f} ms, dropped "
-                f"{s.dropped}, items {self.items} ({self.flagged} flagged), errors {self.worker.errors}, "
+                f"{s.dropped}, model ran on {self._model_share()}, items {self.items} ({self.flagged} flagged), errors {self.worker.errors}, "
                 f"camera {'online' if self.source.online else 'OFFLINE'}")

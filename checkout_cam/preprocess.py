@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,21 @@ def crop_roi(image: np.ndarray, roi: Sequence[float] | None) -> np.ndarray:
     """A view (no copy) of the scanning area of an image."""
     x, y, w, h = roi_box(image.shape, roi)
     return image[y:y + h, x:x + w]
+
+
+def roi_thumbnail(image: np.ndarray, roi: Sequence[float] | None, width: int = 64) -> np.ndarray:
+    """A small blurred colour copy of the scanning area, for cheap scene comparisons.
+
+    Downscaling and blurring remove sensor noise and compression artefacts, so
+    what differs between two thumbnails is what moved. Colour, not grey: a red
+    carton on a grey counter can have the counter's brightness.
+    """
+    region = crop_roi(image, roi)
+    h, w = region.shape[:2]
+    tw = min(width, w)
+    th = max(1, int(round(h * tw / w)))
+    small = cv2.resize(region, (tw, th), interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(small, (5, 5), 0)
 
 
 def _resized_size(h: int, w: int, short: int) -> tuple[int, int]:

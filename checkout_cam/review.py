@@ -44,7 +44,7 @@ import numpy as np
 
 from checkout_cam.config import ReviewConfig
 from checkout_cam.frames import Frame
-from checkout_cam.preprocess import crop_roi
+from checkout_cam.preprocess import roi_thumbnail
 from checkout_cam.results import Classification, InferenceResult, Prediction
 
 logger = logging.getLogger(__name__)
@@ -57,12 +57,6 @@ UNTRAINED = "untrained"
 _EPS = 1e-9
 # The empty-scene check compares thumbnails this wide: sensor noise and
 # compression artefacts average out, and it costs well under a millisecond.
-_THUMB_WIDTH = 64
-
-
-def frame_time(frame: Frame) -> float:
-    """A frame's time for events: seconds into the video in replay, else its monotonic capture time."""
-    return frame.video_time if frame.video_time is not None else frame.timestamp
 
 
 def format_time(t: float, wall_clock_offset: float | None) -> float | str:
@@ -163,7 +157,7 @@ class _Run:
         for i, p in _sparse(result.classification).items():
             self.sums[i] = self.sums.get(i, 0.0) + p
         self.count += 1
-        self.frame_end, self.t_end = frame.frame_id, frame_time(frame)
+        self.frame_end, self.t_end = frame.frame_id, frame.time
 
     def absorb(self, other: "_Run") -> None:
         for i, s in other.sums.items():
@@ -197,13 +191,7 @@ class ReviewPolicy:
     # ------------------------------------------------------------ background
 
     def _thumb(self, image: np.ndarray) -> np.ndarray:
-        region = crop_roi(image, self.roi)
-        h, w = region.shape[:2]
-        tw = min(_THUMB_WIDTH, w)
-        th = max(1, int(round(h * tw / w)))
-        small = cv2.resize(region, (tw, th), interpolation=cv2.INTER_AREA)
-        # Colour, not grey: a red carton on a grey counter can have the counter's brightness.
-        return cv2.GaussianBlur(small, (5, 5), 0)
+        return roi_thumbnail(image, self.roi)
 
     def set_background(self, image: np.ndarray) -> None:
         """Take ``image`` (BGR, any size) as what the empty scanning area looks like."""
@@ -331,7 +319,7 @@ class ReviewPolicy:
             self._open.add(frame, result)
             return None, None
         if self._pending is None:
-            self._pending = _Run(index=top, frame_start=frame.frame_id, t_start=frame_time(frame))
+            self._pending = _Run(index=top, frame_start=frame.frame_id, t_start=frame.time)
         self._pending.add(frame, result)
         if self._streak < self._stable:
             return None, None

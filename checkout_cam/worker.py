@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from checkout_cam.frame_queue import END, Empty, FrameQueue, Stopped
 from checkout_cam.frames import Frame
 from checkout_cam.model import Classifier
-from checkout_cam.results import InferenceResult
+from checkout_cam.gating import MotionGate
+from checkout_cam.results import Classification, InferenceResult
 from checkout_cam.sources import FrameSource
 from checkout_cam.stats import RateMeter
 
@@ -28,12 +29,15 @@ class CaptureThread(threading.Thread):
     """Reads the source into the frame queue; ``on_frame`` sees every frame (the live display)."""
 
     def __init__(self, source: FrameSource, frames: FrameQueue, stop: threading.Event,
-                 on_frame: Callable[[Frame], None] | None = None):
+                 on_frame: Callable[[Frame], None] | None = None,
+                 prepare: Callable[[Frame], Any] | None = None):
         super().__init__(name="capture", daemon=True)
         self.source = source
         self.frames = frames
         self.stop_event = stop
         self.on_frame = on_frame
+        # Preprocessing here overlaps it with inference of the previous frame in the worker.
+        self.prepare = prepare
         self.meter = RateMeter()
         self.heartbeat = time.monotonic()
         self.error: BaseException | None = None
@@ -45,7 +49,7 @@ class CaptureThread(threading.Thread):
                 self.meter.tick(frame.timestamp)
                 if self.on_frame is not None:
                     self.on_frame(frame)
-                self.frames.put(frame)
+                self.frames.put((frame, self.prepare(frame) if self.prepare else None))
                 if self.stop_event.is_set():
                     break
         except Stopped:
@@ -60,15 +64,17 @@ class CaptureThread(threading.Thread):
 
 
 class InferenceWorker(threading.Thread):
-    """Classifies each frame from the queue and hands (frame, result) to ``handle``.
+    """Classifies each (frame, preprocessed batch) from the queue and hands (frame, result) to ``handle``.
 
     An exception on one frame is logged with its frame id and becomes an error
-    result; the loop goes on. ``handle`` raising Stopped ends the worker.
+    result; the loop goes on. ``handle`` raising Stopped ends the worker. With
+    a motion gate, a frame whose scanning area has not changed since the last
+    inferred one reuses that classification (``reused=True``).
     """
 
     def __init__(self, classifier: Classifier, frames: FrameQueue, stop: threading.Event,
                  handle: ResultHandler, *, top_k: int = 3, poll_s: float = 0.1,
-                 on_end: Callable[[], None] | None = None):
+                 on_end: Callable[[], None] | None = None, gate: MotionGate | None = None):
         super().__init__(name="inference", daemon=True)
         self.classifier = classifier
         self.frames = frames
@@ -77,15 +83,23 @@ class InferenceWorker(threading.Thread):
         self.top_k = top_k
         self.poll_s = poll_s
         self.on_end = on_end
+        self.gate = gate
+        self._last: Classification | None = None
         self.meter = RateMeter()
         self.heartbeat = time.monotonic()
         self.errors = 0
         self.processed = 0
 
-    def infer(self, frame: Frame) -> InferenceResult:
+    def infer(self, frame: Frame, batch: Any = None) -> InferenceResult:
         t0 = time.monotonic()
+        if self.gate is not None and self._last is not None and not self.gate.changed(frame):
+            done = time.monotonic()
+            return InferenceResult(frame.frame_id, frame.timestamp, frame.video_time, self._last,
+                                   (done - t0) * 1e3, done=done, reused=True)
         try:
-            classification = self.classifier.classify([frame.image], self.top_k)[0]
+            if batch is None:
+                batch = self.classifier.preprocess([frame.image])
+            classification = self.classifier.infer(batch, self.top_k)[0]
         except Exception as exc:
             self.errors += 1
             logger.exception("inference failed on frame %d from %s", frame.frame_id, frame.source)
@@ -93,6 +107,9 @@ class InferenceWorker(threading.Thread):
             return InferenceResult(frame.frame_id, frame.timestamp, frame.video_time, None,
                                    (done - t0) * 1e3, done=done, error=f"{type(exc).__name__}: {exc}")
         done = time.monotonic()
+        if self.gate is not None:
+            self.gate.inferred(frame)
+        self._last = classification
         return InferenceResult(frame.frame_id, frame.timestamp, frame.video_time, classification,
                                (done - t0) * 1e3, done=done)
 
@@ -106,15 +123,17 @@ class InferenceWorker(threading.Thread):
                     continue
                 if item is END:
                     break
-                result = self.infer(item)
-                self.meter.tick(result.done)
+                frame, batch = item
+                result = self.infer(frame, batch)
+                if not result.reused:
+                    self.meter.tick(result.done)
                 self.processed += 1
                 try:
-                    self.handle(item, result)
+                    self.handle(frame, result)
                 except Stopped:
                     break
                 except Exception:
-                    logger.exception("handling the result of frame %d failed", item.frame_id)
+                    logger.exception("handling the result of frame %d failed", frame.frame_id)
         except Stopped:
             pass
         finally:

@@ -61,8 +61,9 @@ class FakeClassifier(Classifier):
         self.delay_s = delay_s
         self.fail_on = set(fail_on)
         self.calls = 0
+        self.preprocess = lambda images: list(images)  # the 'batch' is the images themselves
 
-    def probabilities(self, images):
+    def batch_probabilities(self, images):
         self.calls += 1
         if self.delay_s:
             time.sleep(self.delay_s)

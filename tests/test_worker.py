@@ -70,3 +70,23 @@ def test_shutdown_while_the_consumer_is_stuck():
     worker.join(2)
     assert not cap.is_alive() and not worker.is_alive()
     assert source.closed
+
+
+def test_motion_gate_skips_the_model_in_a_still_scene():
+    from checkout_cam.gating import MotionGate
+    stop = threading.Event()
+    q = FrameQueue("replay", stop=stop, poll_s=0.01)
+    clf = FakeClassifier()
+    results = []
+    worker = InferenceWorker(clf, q, stop, lambda f, r: results.append(r), poll_s=0.01,
+                             gate=MotionGate(threshold=2.0, max_reuse_s=1.0))
+    source = FrameSourceStub(90, image_fn=lambda i: np.full((48, 64, 3), 0 if i < 60 else 200, np.uint8))
+    cap = CaptureThread(source, q, stop, prepare=lambda f: None)
+    worker.start()
+    cap.start()
+    cap.join(10)
+    worker.join(10)
+    # Video time runs at 30 fps: frames 0, 30 (max age) and 60 (the scene changed) reach the model.
+    assert clf.calls == 3
+    assert [r.frame_id for r in results if not r.reused] == [0, 30, 60]
+    assert all(r.classification.best.index == (0 if r.frame_id < 60 else 200 % 4) for r in results)

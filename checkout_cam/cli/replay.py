@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", nargs="?", default=None, help="the video file (or give --source)")
     add_run_options(p, log=True)
     p.add_argument("--out", metavar="FILE.mp4", default=None, help="write the annotated video here")
+    p.add_argument("--gating", action="store_true",
+                   help="reuse the last result while the scanning area is still (as live/serve do); "
+                        "off by default so an audit runs the model on every frame")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_cfg(args, RUN_OVERRIDES)
     if args.source is None and cfg.source.uri.isdigit():
         raise CheckoutCamError("replay needs a video file: checkout-cam replay VIDEO")
-    summary = run_replay(cfg, out=args.out, log=log, progress=not args.no_progress)
+    summary = run_replay(cfg, out=args.out, log=log, progress=not args.no_progress, gating=args.gating)
     print(summary.line())
     if args.out:
         print(f"annotated video: {args.out}")

@@ -55,8 +55,15 @@ class Classifier(ABC):
         return {"name": self.meta.name, "sha256": self.sha256, "trained": self.meta.trained}
 
     def probabilities(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        return self.batch_probabilities(self.preprocess(images))
+
+    def batch_probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Softmax over an already preprocessed batch (the pipeline preprocesses in the capture thread)."""
         with torch.inference_mode():
-            return torch.softmax(self.logits(self.preprocess(images)).float(), dim=1)
+            return torch.softmax(self.logits(batch).float(), dim=1)
+
+    def infer(self, batch: torch.Tensor, k: int = 3) -> list[Classification]:
+        return self.top_k(self.batch_probabilities(batch), k)
 
     def top_k(self, probs: torch.Tensor, k: int = 3) -> list[Classification]:
         """Rows of probabilities -> Classification per row."""

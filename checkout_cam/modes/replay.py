@@ -29,6 +29,7 @@ class ReplaySummary:
     flagged: int
     errors: int
     seconds: float
+    model_runs: int
 
     @property
     def fps(self) -> float:
@@ -36,11 +37,12 @@ class ReplaySummary:
 
     def line(self) -> str:
         return (f"replay: {self.frames} frames, {self.items} items ({self.flagged} flagged for review), "
-                f"{self.errors} frame errors, {self.seconds:.1f} s, {self.fps:.1f} frames/s")
+                f"{self.errors} frame errors, model ran on {self.model_runs}, {self.seconds:.1f} s, "
+                f"{self.fps:.1f} frames/s")
 
 
 def run_replay(cfg: Config, *, out: str | Path | None = None, log: str | Path | None = None,
-               progress: bool = True, stop: threading.Event | None = None) -> ReplaySummary:
+               progress: bool = True, stop: threading.Event | None = None, gating: bool = False) -> ReplaySummary:
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(stop)
@@ -60,7 +62,8 @@ def run_replay(cfg: Config, *, out: str | Path | None = None, log: str | Path | 
         if out:
             writer = stack.enter_context(VideoWriterSink(out, fps=source.fps, size=(source.width, source.height),
                                                          renderer=parts.renderer))
-        pipeline = Pipeline(source, parts.classifier, parts.policy, cfg, sinks=sinks, stop=stop, collect=True)
+        pipeline = Pipeline(source, parts.classifier, parts.policy, cfg, sinks=sinks, stop=stop, collect=True,
+                            gating=gating)
         # In a terminal the bar redraws often; in a log file (CI, journald) a line every few seconds.
         bar = stack.enter_context(tqdm(total=source.frame_count, desc="replay", unit="frame",
                                        disable=not progress, file=sys.stderr, dynamic_ncols=True,
@@ -91,4 +94,6 @@ def run_replay(cfg: Config, *, out: str | Path | None = None, log: str | Path | 
             pipeline.shutdown()
     if not reached_end:
         logger.warning("replay interrupted after %d frames", frames)
-    return ReplaySummary(frames, pipeline.items, pipeline.flagged, pipeline.worker.errors, time.monotonic() - t0)
+    model_runs = pipeline.gate.passed if pipeline.gate else frames
+    return ReplaySummary(frames, pipeline.items, pipeline.flagged, pipeline.worker.errors, time.monotonic() - t0,
+                         model_runs)

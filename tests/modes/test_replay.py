@@ -62,3 +62,15 @@ def test_replay_refuses_cameras_and_missing_files(random_artifact, tmp_path, cap
 def test_replay_without_a_model_says_how_to_make_one(videos, tmp_path, capsys):
     assert main(["replay", str(videos / "cup.mp4"), "--model", str(tmp_path / "none.pt")]) == 2
     assert "export-model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("video", ["box.mp4", "cup.mp4"])
+def test_motion_gating_does_not_change_the_item_events(random_artifact, videos, tmp_path, video):
+    cfg = _cfg(random_artifact, videos / video)
+    plain, gated = tmp_path / "plain.jsonl", tmp_path / "gated.jsonl"
+    s1 = run_replay(cfg, log=plain, progress=False)
+    s2 = run_replay(cfg, log=gated, progress=False, gating=True)
+    assert s2.frames == s1.frames and s2.model_runs < s1.model_runs  # it did skip frames
+    key = lambda e: (e["label"], e["frame_start"], e["frame_end"], e["review"], e["review_reasons"])
+    assert [key(e) for e in _events(plain)] == [key(e) for e in _events(gated)]
+    assert _events(plain)  # there is something to compare
