@@ -63,6 +63,7 @@ class SourceConfig:
     uri: str = setting("0", "Camera index (0, 1, ...), video file path, or rtsp:// / http:// URL.")
     realtime: bool = setting(False, "Pace a video file at its own fps and drop frames like a live "
                              "camera would (a file standing in for a camera).")
+    loop: bool = setting(False, "Restart a video file when it ends (a demo camera that never stops).")
     reconnect_initial_s: float = setting(1.0, "First wait before reopening a failed camera/stream.",
                                          min=0.01, max=600)
     reconnect_max_s: float = setting(30.0, "Longest wait between reconnect attempts (backoff doubles).",

@@ -47,8 +47,3 @@ class MotionGate:
         """Record the frame the model just ran on as the new reference."""
         self._reference = roi_thumbnail(frame.image, self.roi)
         self._reference_time = frame.time
-
-    @property
-    def model_share(self) -> float:
-        total = self.passed + self.skipped
-        return self.passed / total if total else 0.0

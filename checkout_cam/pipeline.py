@@ -177,8 +177,14 @@ class Pipeline:
         worker_ok = self.worker.is_alive() and now - self.worker.heartbeat < max_silence_s
         return capture_ok and worker_ok
 
+    @property
+    def model_share(self) -> float:
+        """Share of processed frames that reached the model (1.0 without motion gating)."""
+        w = self.worker
+        return w.model_runs / w.processed if w.processed else 1.0
+
     def _model_share(self) -> str:
-        return "every frame" if self.gate is None else f"{self.gate.model_share:.0%} of frames"
+        return "every frame" if self.gate is None else f"{self.model_share:.0%} of frames"
 
     def stats_line(self) -> str:
         s = self.status()

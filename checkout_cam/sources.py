@@ -79,7 +79,9 @@ class VideoFileSource(FrameSource):
                 ok, image = self._cap.read()
                 if not ok or image is None:
                     if self.loop and index_in_file > 0:
-                        self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                        # Reopen rather than seek: seeking H.264 to 0 is unreliable in some builds.
+                        self._cap.release()
+                        self._cap = cv2.VideoCapture(str(self.path))
                         index_in_file = 0
                         continue
                     break
@@ -89,7 +91,7 @@ class VideoFileSource(FrameSource):
                     if delay > 0 and self._stop.wait(delay):
                         break
                 yield Frame(image=image, frame_id=frame_id, timestamp=time.monotonic(), source=self.name,
-                            video_time=index_in_file / self.fps)
+                            video_time=frame_id / self.fps)  # continuous across loops
                 frame_id += 1
                 index_in_file += 1
         finally:
@@ -194,10 +196,10 @@ class CameraSource(FrameSource):
 
 def open_source(uri: str, *, realtime: bool = False, stop: threading.Event | None = None,
                 reconnect_initial_s: float = 1.0, reconnect_max_s: float = 30.0,
-                stall_timeout_s: float = 5.0) -> FrameSource:
+                stall_timeout_s: float = 5.0, loop: bool = False) -> FrameSource:
     """A camera index ("0"), a URL (rtsp://, http://, ...), or a video file path."""
     uri = str(uri)
     if uri.isdigit() or "://" in uri:
         return CameraSource(uri, stop=stop, reconnect_initial_s=reconnect_initial_s,
                             reconnect_max_s=reconnect_max_s, stall_timeout_s=stall_timeout_s)
-    return VideoFileSource(uri, realtime=realtime, stop=stop)
+    return VideoFileSource(uri, realtime=realtime, stop=stop, loop=loop)

@@ -89,6 +89,7 @@ class InferenceWorker(threading.Thread):
         self.heartbeat = time.monotonic()
         self.errors = 0
         self.processed = 0
+        self.model_runs = 0  # frames that reached the model (the rest reused a gated result)
 
     def infer(self, frame: Frame, batch: Any = None) -> InferenceResult:
         t0 = time.monotonic()
@@ -96,6 +97,7 @@ class InferenceWorker(threading.Thread):
             done = time.monotonic()
             return InferenceResult(frame.frame_id, frame.timestamp, frame.video_time, self._last,
                                    (done - t0) * 1e3, done=done, reused=True)
+        self.model_runs += 1
         try:
             if batch is None:
                 batch = self.classifier.preprocess([frame.image])

@@ -87,6 +87,6 @@ def test_motion_gate_skips_the_model_in_a_still_scene():
     cap.join(10)
     worker.join(10)
     # Video time runs at 30 fps: frames 0, 30 (max age) and 60 (the scene changed) reach the model.
-    assert clf.calls == 3
+    assert clf.calls == 3 and worker.model_runs == 3
     assert [r.frame_id for r in results if not r.reused] == [0, 30, 60]
     assert all(r.classification.best.index == (0 if r.frame_id < 60 else 200 % 4) for r in results)

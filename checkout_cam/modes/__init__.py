@@ -34,7 +34,7 @@ def build_parts(cfg: Config, stop: threading.Event, *, realtime: bool | None = N
     s = cfg.source
     source = open_source(s.uri, realtime=s.realtime if realtime is None else realtime, stop=stop,
                          reconnect_initial_s=s.reconnect_initial_s, reconnect_max_s=s.reconnect_max_s,
-                         stall_timeout_s=s.stall_timeout_s)
+                         stall_timeout_s=s.stall_timeout_s, loop=s.loop)
     policy = ReviewPolicy(cfg.review, trained=clf.trained, labels=clf.labels, roi=cfg.preprocess.roi,
                           top_k=cfg.model.top_k)
     renderer = OverlayRenderer(model_name=clf.name, trained=clf.trained, top_k=cfg.model.top_k,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -46,7 +47,28 @@ def _open_window(name: str) -> None:
                                f"is a display available (DISPLAY)? For a headless box use `checkout-cam serve`") from None
 
 
-def run_live(cfg: Config, *, stop: threading.Event | None = None, max_seconds: float | None = None) -> int:
+@dataclass
+class LiveReport:
+    """What a live run measured (scripts/bench.py reads it)."""
+    seconds: float
+    displayed: int
+    captured: int
+    inferred: int
+    dropped: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+    model_share: float
+
+    @property
+    def display_fps(self) -> float:
+        return self.displayed / self.seconds if self.seconds else 0.0
+
+    @property
+    def inference_fps(self) -> float:
+        return self.inferred / self.seconds if self.seconds else 0.0
+
+
+def run_live(cfg: Config, *, stop: threading.Event | None = None, max_seconds: float | None = None) -> LiveReport:
     stop = stop or threading.Event()
     stop_on_signals(stop)
     parts = build_parts(cfg, stop, realtime=True)  # a file stands in for a camera: paced, frames dropped
@@ -57,7 +79,9 @@ def run_live(cfg: Config, *, stop: threading.Event | None = None, max_seconds: f
     shown: np.ndarray | None = None
     last_id: int | None = None
     offline_canvas = np.zeros((480, 640, 3), np.uint8)
-    t_end = None if max_seconds is None else time.monotonic() + max_seconds
+    displayed = 0
+    t_start = time.monotonic()
+    t_end = None if max_seconds is None else t_start + max_seconds
     pipeline.start()
     try:
         while not stop.is_set():
@@ -78,6 +102,7 @@ def run_live(cfg: Config, *, stop: threading.Event | None = None, max_seconds: f
                 break
             if shown is not None:
                 cv2.imshow(name, shown)
+                displayed += frame is not None
             key = cv2.waitKey(1) & 0xFF
             if key in (ord("q"), KEY_ESC):
                 break
@@ -93,6 +118,9 @@ def run_live(cfg: Config, *, stop: threading.Event | None = None, max_seconds: f
             if cv2.getWindowProperty(name, cv2.WND_PROP_VISIBLE) < 1:
                 break  # the window was closed with the mouse
     finally:
+        seconds = time.monotonic() - t_start
         pipeline.shutdown()
         cv2.destroyAllWindows()
-    return 0
+    return LiveReport(seconds, displayed, pipeline.frames.put_count, pipeline.worker.model_runs,
+                      pipeline.frames.dropped, pipeline.latency_ms.get(50), pipeline.latency_ms.get(95),
+                      pipeline.model_share)

@@ -94,6 +94,5 @@ def run_replay(cfg: Config, *, out: str | Path | None = None, log: str | Path | 
             pipeline.shutdown()
     if not reached_end:
         logger.warning("replay interrupted after %d frames", frames)
-    model_runs = pipeline.gate.passed if pipeline.gate else frames
     return ReplaySummary(frames, pipeline.items, pipeline.flagged, pipeline.worker.errors, time.monotonic() - t0,
-                         model_runs)
+                         pipeline.worker.model_runs)
