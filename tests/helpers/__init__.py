@@ -1,0 +1,1 @@
+"""Reusable test helpers: a fake systemd notify socket and a network camera stream."""
