@@ -62,6 +62,7 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                     notifier.status(line)
         finally:
             notifier.stopping("closing the open item and flushing the event log")
+            final_stats = pipeline.stats_line()  # before shutdown closes the camera
             clean = pipeline.shutdown()
-            logger.info("stopped (%s): %s", "clean" if clean else "some threads did not stop", pipeline.stats_line())
+            logger.info("stopped (%s): %s", "clean" if clean else "some threads did not stop", final_stats)
     return 0

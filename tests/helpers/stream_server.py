@@ -69,12 +69,17 @@ def free_port() -> int:
 
 
 def _listening_inodes(port: int) -> set[str]:
-    """Socket inodes in LISTEN state on 127.0.0.1:port, from /proc/net/tcp."""
+    """Socket inodes bound to 127.0.0.1:port and listening or serving, from /proc/net/tcp.
+
+    A client that reconnects in a tight loop (a camera source retrying) can be
+    accepted before we look, and ffmpeg's one-shot listener then closes its
+    LISTEN socket: an ESTABLISHED one (01) on the port counts as up too.
+    """
     local = f"0100007F:{port:04X}"
     inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         parts = line.split()
-        if parts[1] == local and parts[3] == "0A":  # 0A = TCP_LISTEN
+        if parts[1] == local and parts[3] in ("0A", "01"):  # TCP_LISTEN, TCP_ESTABLISHED
             inodes.add(parts[9])
     return inodes
 

@@ -1,0 +1,153 @@
+"""`serve` as systemd runs it: a child process, the notify protocol on a real socket, SIGTERM."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import REPO
+from tests.helpers.notify_socket import NotifySocket
+from tests.helpers.stream_server import StreamServer
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (apt-get install ffmpeg)")
+
+
+class Stderr:
+    """Collects a child's stderr in a thread, so the test can wait for lines."""
+
+    def __init__(self, proc):
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc):
+        for line in proc.stderr:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return True
+            time.sleep(0.1)
+        return False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def _serve(tmp_path, model, source, notify: NotifySocket | None = None, watchdog_sec=None):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("serve:\n  stats_interval_s: 1\nsource:\n  reconnect_initial_s: 0.2\n"
+                   "  reconnect_max_s: 1.0\n  stall_timeout_s: 2.0\n")
+    env = {**os.environ, **(notify.env(watchdog_sec) if notify else {})}
+    proc = subprocess.Popen([sys.executable, "-m", "checkout_cam", "serve", "--config", str(cfg), "--model",
+                             str(model), "--source", str(source), "--log", str(tmp_path / "events.jsonl")],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return proc, Stderr(proc)
+
+
+def _stop(proc, sig=signal.SIGTERM) -> float:
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    return time.monotonic() - t0
+
+
+def test_serve_speaks_notify_and_stops_cleanly_on_sigterm(tmp_path, random_artifact, videos):
+    with NotifySocket(tmp_path) as notify:
+        proc, err = _serve(tmp_path, random_artifact, videos / "box.mp4", notify, watchdog_sec=2)
+        try:
+            assert notify.wait_for("READY=1", timeout=60), err.text
+            assert notify.wait_for("WATCHDOG=1", timeout=10), err.text
+            assert err.wait_for("stats:", timeout=20), err.text
+            time.sleep(5)  # long enough for an item to open in box.mp4
+            took = _stop(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err.text
+        assert took < 5.0
+        assert notify.wait_for("STOPPING=1", timeout=2)
+        assert notify.messages.index(next(m for m in notify.messages if "READY=1" in m)) < \
+            notify.messages.index(next(m for m in notify.messages if "STOPPING=1" in m))
+    assert "UNTRAINED" in err.text
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert events, "the item open at SIGTERM was not closed and written"
+    last = events[-1]
+    assert last["type"] == "item" and last["model"]["trained"] is False
+    assert isinstance(last["t_start"], str) and "T" in last["t_start"]  # ISO 8601 wall time
+    assert "item " in err.text  # the journald line for the event
+
+
+def test_serve_without_a_model_says_how_to_make_one(tmp_path, videos):
+    proc, err = _serve(tmp_path, tmp_path / "none.pt", videos / "box.mp4")
+    proc.wait(timeout=60)
+    assert proc.returncode == 2 and "export-model" in err.text
+
+
+@needs_ffmpeg
+def test_camera_loss_and_return_at_the_source(videos):
+    from checkout_cam.sources import CameraSource
+    stop = threading.Event()
+    with StreamServer(videos / "box.mp4") as server:  # started by `with`
+        src = CameraSource(server.url, stop=stop, reconnect_initial_s=0.2, reconnect_max_s=1.0, stall_timeout_s=2.0)
+        frames, offline_seen = [], []
+
+        def consume():
+            for f in src:
+                frames.append(f.frame_id)
+
+        t = threading.Thread(target=consume, daemon=True)
+        t.start()
+        deadline = time.monotonic() + 30
+        while len(frames) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(frames) >= 20 and src.online
+        server.stop()  # the camera drops
+        deadline = time.monotonic() + 15
+        while src.online and time.monotonic() < deadline:
+            time.sleep(0.05)
+        offline_seen.append(not src.online)
+        before = len(frames)
+        time.sleep(1.5)  # retrying with backoff meanwhile
+        server.start()  # the camera returns
+        deadline = time.monotonic() + 30
+        while len(frames) < before + 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        t.join(10)
+    assert offline_seen == [True]
+    assert len(frames) >= before + 20, "frames did not resume after the camera returned"
+    assert frames == sorted(set(frames)), "frame ids must keep increasing across reconnects"
+    assert src.reconnects >= 1 and not t.is_alive()
+
+
+@needs_ffmpeg
+def test_serve_survives_a_dropped_camera(tmp_path, random_artifact, videos):
+    with NotifySocket(tmp_path) as notify, StreamServer(videos / "box.mp4") as server:
+        proc, err = _serve(tmp_path, random_artifact, server.url, notify, watchdog_sec=4)
+        try:
+            assert notify.wait_for("READY=1", timeout=60), err.text
+            server.stop()
+            assert err.wait_for("camera offline", timeout=15), err.text
+            time.sleep(2)
+            assert proc.poll() is None, "serve exited because the camera dropped"
+            pings = notify.count("WATCHDOG=1")
+            server.start()
+            assert err.wait_for(f"camera {server.url} online", timeout=30), err.text
+            time.sleep(2.5)
+            notify.receive(0.5)
+            assert notify.count("WATCHDOG=1") > pings  # still alive and pinging
+            took = _stop(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0 and took < 5.0, err.text
