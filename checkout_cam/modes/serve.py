@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: SystemdNotifier | None = None) -> int:
+    t_start = time.monotonic()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(stop)
@@ -49,7 +50,11 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                 notifier.ready(f"serving {parts.source.name}")
                 logger.info("first frame read; ready")
             next_stats = time.monotonic() + cfg.serve.stats_interval_s
-            while not stop.wait(0.5):
+            first_result_logged = False
+            while not stop.wait(0.1 if not first_result_logged else 0.5):
+                if not first_result_logged and pipeline.first_result.is_set():
+                    first_result_logged = True
+                    logger.info("first result %.2f s after start", time.monotonic() - t_start)
                 if pipeline.finished:  # only a file source ends by itself
                     logger.info("source %s ended", parts.source.name)
                     break
