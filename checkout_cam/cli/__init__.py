@@ -7,13 +7,13 @@ import logging
 import sys
 
 from checkout_cam import __version__
-from checkout_cam.cli import classify, export_model, validate_config
+from checkout_cam.cli import classify, evaluate, export_model, finetune, validate_config
 from checkout_cam.errors import CheckoutCamError
 
 logger = logging.getLogger(__name__)
 
 # Order is the order `--help` lists them in.
-COMMANDS = [export_model, classify, validate_config]
+COMMANDS = [export_model, classify, validate_config, finetune, evaluate]
 
 DESCRIPTION = """\
 Real-time camera checkout assistant: a ResNet-18 classifies what is held in
