@@ -260,6 +260,17 @@ def _fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+               x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    """One SGD step on a prepared batch; returns (mean loss, correct predictions)."""
+    logits = model(x)
+    loss = criterion(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), int((logits.detach().argmax(1) == y).sum())
+
+
 @torch.inference_mode()
 def _validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
               normalize) -> tuple[float, float]:
@@ -383,17 +394,13 @@ def finetune(train: LabeledImages, val: LabeledImages | None, recipe: Recipe, ou
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 idx = order[i * bs:(i + 1) * bs]
-                x = augment(train_dec.images[idx], gen)
                 y = train_dec.labels[idx]
-                logits = model(x)
-                loss = criterion(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.detach().argmax(1) == y).sum())
+                loss, hits = train_step(model, optimizer, criterion, augment(train_dec.images[idx], gen), y)
+                loss_sum += loss * len(y)
+                correct += hits
                 seen += len(y)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.1%}", lr=f"{lr:.4f}")
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.1%}", lr=f"{lr:.4f}",
+                                refresh=False)
             bar.close()
             val_loss = val_top1 = None
             if val_dec is not None:

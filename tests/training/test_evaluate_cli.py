@@ -4,6 +4,7 @@ import pytest
 
 from checkout_cam.cli import main
 from checkout_cam.training.data import read_classes
+from tests.training.conftest import one_thread
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +14,9 @@ def grocery_untrained(grocery, tmp_path_factory):
     names = list(read_classes(grocery / "classes.csv").values())
     (tmp / "labels.txt").write_text("\n".join(names) + "\n")
     model = tmp / "untrained81.pt"
-    assert main(["export-model", "--weights", "random", "--labels", str(tmp / "labels.txt"), "--out", str(model)]) == 0
+    with one_thread():
+        assert main(["export-model", "--weights", "random", "--labels", str(tmp / "labels.txt"),
+                     "--out", str(model)]) == 0
     lines = (grocery / "val.txt").read_text().splitlines()[::12]
     listing = tmp / "val-slice.txt"
     listing.write_text("".join(f"{grocery / ln.split(',')[0].strip()}, {ln.split(',', 1)[1].strip()}\n" for ln in lines))

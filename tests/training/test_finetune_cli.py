@@ -11,7 +11,7 @@ from checkout_cam.cli import main
 from checkout_cam.model import read_meta
 from tests.conftest import REPO
 
-TINY = ["--init", "scratch", "--image-size", "64", "--epochs", "1", "--batch-size", "4", "--no-progress"]
+TINY = ["--init", "scratch", "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--no-progress"]
 
 
 def _one_line_error(capsys) -> str:
@@ -98,7 +98,7 @@ def test_unreadable_images_are_skipped_and_counted(photos, tmp_path, capsys, cap
 def test_imagenet_init_offline_is_the_usual_clear_error(photos, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     train, _ = photos
-    args = ["finetune", "--train", str(train), "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--image-size", "64"]
+    args = ["finetune", "--train", str(train), "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--image-size", "32"]
     assert main(args) == 2
     assert "resnet18-f37072fd.pth" in _one_line_error(capsys)
 
@@ -107,7 +107,7 @@ def test_ctrl_c_then_resume_exports_the_best_finished_epoch(photos, tmp_path, ca
     train, val = photos
     out = tmp_path / "m.pt"
     cmd = [sys.executable, "-m", "checkout_cam", "finetune", "--train", str(train), "--val", str(val),
-           "--out", str(out), "--init", "scratch", "--image-size", "64", "--batch-size", "4", "--no-progress"]
+           "--out", str(out), "--init", "scratch", "--image-size", "32", "--batch-size", "4", "--no-progress", "--threads", "1"]
     proc = subprocess.Popen([*cmd, "--epochs", "40"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
