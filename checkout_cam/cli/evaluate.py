@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,13 +19,15 @@ from checkout_cam.training.report import PER_IMAGE_NOTE, format_text, write_repo
 
 NAME = "evaluate"
 HELP = "accuracy, confusion matrix and review-flag analysis of a model on labelled photos"
-DESCRIPTION = f"""\
+DESCRIPTION = """\
 Classify labelled photos with a model artifact and report top-1 and top-3
 accuracy, per-class accuracy and, with the review thresholds of the config
 (review.min_confidence, review.min_margin), how often the cashier is asked to
 look, how often an unflagged item is wrong, and what share of the errors the
 flag catches; a risk-coverage table; and the lowest min_confidence that
-reaches --target-accuracy on unflagged items. The flag is computed {PER_IMAGE_NOTE}.
+reaches --target-accuracy on unflagged items. The flag is computed per photo,
+without the temporal smoothing live mode applies (review.smoothing_window), so
+live flags are fewer and steadier.
 
 DATA is a folder with one sub-folder per class, or a list file of
 `path, class_id` lines: with --classes CSV the ids are the CSV's, without it
@@ -36,7 +37,7 @@ counted.
 
 examples:
   checkout-cam evaluate --model models/store.pt --data models/store.val.txt
-  checkout-cam evaluate --model models/grocery.pt --data ../shared/data/grocery/val.txt \\
+  checkout-cam evaluate --model models/grocery-scratch128.pt --data ../shared/data/grocery/val.txt \\
       --classes ../shared/data/grocery/classes.csv --coarse ../shared/data/grocery/classes.csv \\
       --report reports/grocery
   checkout-cam evaluate --model models/store.pt --data photos/ --json
