@@ -18,6 +18,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+# As in the live policy (ReviewPolicy.reasons_for): a value at a threshold passes, to within
+# 1e-9, so float rounding (0.6 - 0.45 = 0.1499...) does not decide.
+EPS = 1e-9
 RISK_COVERAGE_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 SUGGESTION_STEP = 0.005
 
@@ -32,7 +35,8 @@ class ReviewRule:
         top1 = np.asarray(top1, dtype=np.float64)
         if not trained:
             return np.ones(top1.shape, dtype=bool)
-        return (top1 < self.min_confidence) | ((top1 - np.asarray(top2, dtype=np.float64)) < self.min_margin)
+        margin = top1 - np.asarray(top2, dtype=np.float64)
+        return (top1 < self.min_confidence - EPS) | (margin < self.min_margin - EPS)
 
 
 def _ratio(num: float, den: float) -> float | None:

@@ -68,13 +68,13 @@ def test_untrained_model_flags_everything():
     assert "UNTRAINED" in format_text({**r, "model": "m.pt", "data": "d", "skipped": 0})
 
 
-def test_rule_edges_match_the_live_policy_wording():
-    # "below" means strictly below: exactly at the threshold is not flagged.
-    # (Values exact in binary, so the margin edge is not blurred by rounding.)
-    rule = ReviewRule(0.5, 0.25)
-    top1 = np.array([0.5, 0.4999, 0.75, 0.75])
-    top2 = np.array([0.25, 0.0, 0.5, 0.5001])
-    assert rule.flags(top1, top2).tolist() == [False, True, False, True]
+def test_rule_edges_match_the_live_policy():
+    # As ReviewPolicy.reasons_for: a value at a threshold passes, to within 1e-9, so
+    # 0.6 - 0.45 (0.14999999999999997 in floats) is a margin of 0.15.
+    rule = ReviewRule(0.6, 0.15)
+    top1 = np.array([0.6, 0.5999, 0.6, 0.6])
+    top2 = np.array([0.45, 0.1, 0.46, 0.4])
+    assert rule.flags(top1, top2).tolist() == [False, True, True, False]
 
 
 def test_confusion_matrix_and_picture():
