@@ -10,7 +10,7 @@ from checkout_cam.cli.common import add_config_option, load_cfg
 from checkout_cam.errors import CheckoutCamError
 from checkout_cam.training.data import load_labeled, split_holdout, write_list
 from checkout_cam.training.finetune import (
-    FREEZE_CHOICES, CHECKPOINT_FILE, Recipe, default_lr, default_weight_decay, finetune)
+    CHECKPOINT_FILE, FREEZE_CHOICES, Recipe, default_lr, default_weight_decay, finetune, format_duration)
 
 NAME = "finetune"
 HELP = "train ResNet-18 on your own product photos; writes the same model artifact as export-model"
@@ -145,9 +145,8 @@ def run(args: argparse.Namespace) -> int:
         raise
     best = ("last epoch kept (no validation data)" if result.best_val_top1 is None else
             f"best epoch {result.best_epoch} of {result.epochs_done}, val top-1 {result.best_val_top1:.1%}")
-    minutes = result.train_seconds / 60
-    print(f"wrote {result.out}: resnet18, {len(result.labels)} classes, trained ({best}), input "
-          f"{recipe.image_size} px, {minutes:.1f} min of training")
+    print(f"wrote {result.out}: resnet18, {len(result.labels)} classes, trained; {best}; input "
+          f"{recipe.image_size} px; training took {format_duration(result.train_seconds)}")
     if val is not None:
         data = args.val or out.with_suffix(".val.txt")
         extra = f" --classes {args.classes}" if args.val and args.classes else ""

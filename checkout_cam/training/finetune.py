@@ -254,7 +254,7 @@ class FinetuneResult:
     train_seconds: float            # sum over all epochs, across resumes
 
 
-def _fmt_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
@@ -430,7 +430,7 @@ def finetune(train: LabeledImages, val: LabeledImages | None, recipe: Recipe, ou
                 f"val loss {val_loss:.3f} top-1 {val_top1:.1%} (best {best_top1:.1%} at epoch {best_epoch})")
             echo(f"epoch {epoch}/{recipe.epochs}: train loss {record.train_loss:.3f} acc "
                  f"{record.train_top1:.1%} | {val_text} | lr {lr:.4g} | {record.seconds:.0f} s, "
-                 f"training so far {_fmt_duration(total_s)}")
+                 f"training so far {format_duration(total_s)}")
             if on_epoch_end is not None:
                 on_epoch_end(record)
     else:
