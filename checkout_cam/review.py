@@ -66,6 +66,12 @@ def format_time(t: float, wall_clock_offset: float | None) -> float | str:
     return datetime.fromtimestamp(t + wall_clock_offset, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
+def below(value, threshold: float):
+    """The review rule's comparison, shared with `evaluate`: a value exactly at a threshold
+    passes (within float noise). Works on numbers and on numpy arrays alike."""
+    return value < threshold - _EPS
+
+
 @dataclass(frozen=True)
 class ItemEvent:
     """One decision per item: what it was, how sure, and whether a cashier must look.
@@ -224,9 +230,9 @@ class ReviewPolicy:
     def reasons_for(self, confidence: float, margin: float) -> tuple[str, ...]:
         """Why a cashier must look at a label with this top-1 probability and top-1 minus top-2."""
         reasons = []
-        if confidence < self.cfg.min_confidence - _EPS:
+        if below(confidence, self.cfg.min_confidence):
             reasons.append(LOW_CONFIDENCE)
-        if margin < self.cfg.min_margin - _EPS:
+        if below(margin, self.cfg.min_margin):
             reasons.append(LOW_MARGIN)
         if not self.trained:
             reasons.append(UNTRAINED)

@@ -80,8 +80,8 @@ def _load_imagenet() -> LoadedWeights:
     if m and not digest.startswith(m.group(1)):
         raise WeightsError(f"{path} is corrupt (sha256 {digest[:12]}... does not match {m.group(1)}); "
                            f"delete it and run again, or pass --weights PATH")
-    state = _torch_load(path)
-    model = _model_for_state(state, path)
+    state = load_state_dict_file(path)
+    model = model_for_state_dict(state, path)
     return LoadedWeights(model, imagenet_labels(), "imagenet:IMAGENET1K_V1", digest, True)
 
 
@@ -92,7 +92,7 @@ def _missing_imagenet_message(path: Path, why: str) -> str:
             f"to that path (or set TORCH_HOME), or pass --weights /path/to/resnet18.pth")
 
 
-def _torch_load(path: Path) -> dict:
+def load_state_dict_file(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -104,7 +104,7 @@ def _torch_load(path: Path) -> dict:
     return obj
 
 
-def _model_for_state(state: dict, path: Path) -> nn.Module:
+def model_for_state_dict(state: dict, path: Path) -> nn.Module:
     fc = state.get("fc.weight")
     if fc is None or fc.ndim != 2 or fc.shape[1] != 512:
         raise WeightsError(f"{path} is not in torchvision's resnet18 layout (no fc.weight of shape "
@@ -126,8 +126,8 @@ def _model_for_state(state: dict, path: Path) -> nn.Module:
 def _load_file(path: Path, labels: list[str] | None) -> LoadedWeights:
     if not path.exists():
         raise WeightsError(f"weights file not found: {path}")
-    state = _torch_load(path)
-    model = _model_for_state(state, path)
+    state = load_state_dict_file(path)
+    model = model_for_state_dict(state, path)
     n = model.fc.out_features
     if labels is None:
         if n != 1000:
