@@ -65,6 +65,15 @@ FIGURE_KEYS = [
     "static_scene_model_share", "peak_rss_mb", "first_result_s",
 ]
 
+DEFINITIONS = {
+    "model_latency_ms": "batch-1 latency of our default (fp32) artifact as the classifier runs it, ms",
+    "fp32_vs_eager": "torchvision eager fp32 batch-1 latency / our fp32 artifact's (a speed-up)",
+    "int8_vs_eager": "torchvision eager fp32 batch-1 latency / our int8 artifact's (a speed-up)",
+    "int8_vs_best_peer_int8": "our int8 batch-1 latency / the fastest peer int8 runtime's (1 = as fast)",
+    "int8_top1_agreement": "share of grocery val photos where int8 and fp32 give the same top-1",
+    "int8_accuracy_drop_pts": "fp32 minus int8 top-1 accuracy on grocery val, percentage points",
+    "sgemm_gflops": "median rate of a 2048x2048 fp32 torch.mm, GFLOP/s",
+}
 
 # ---------------------------------------------------------------- statistics and timing
 
@@ -622,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     report = {"bench": "checkout_cam", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "quick": args.quick, "machine": machine(), "figures": dict.fromkeys(FIGURE_KEYS),
-              "sections": {}}
+              "definitions": DEFINITIONS, "sections": {}}
     rows: list[Row] = []
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="checkout-cam-bench-") as tmp:

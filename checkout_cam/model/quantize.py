@@ -6,10 +6,11 @@ frozen into the same one-file TorchScript artifact as fp32, with
 ``precision="int8"`` and the calibration set recorded in ``meta.extra``.
 
 torch 2.14 marks ``torch.ao.quantization`` deprecated in favour of pt2e
-(torch.export + X86InductorQuantizer); pt2e's int8 speed comes from Inductor
-compiling the exported graph, which is neither a loadable TorchScript file
-nor available without a C++ toolchain on the lane's box, so FX stays until
-that changes.
+(torch.export + X86InductorQuantizer), but pt2e is no longer inside torch 2.14
+(it lives in the separate ``torchao`` package) and its int8 speed comes from
+Inductor compiling the exported graph (a C++ toolchain at load time, or an
+AOTInductor shared library per machine), not from one portable file that
+``torch`` alone loads. So FX stays until that changes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from checkout_cam.errors import CheckoutCamError, ImageReadError
+from checkout_cam.errors import CheckoutCamError, ImageReadError, ModelFileError
 from checkout_cam.images import IMAGE_SUFFIXES, list_images, read_image
 from checkout_cam.model.artifact import ArtifactMeta, save_scripted, trace_and_freeze
 from checkout_cam.preprocess import Preprocessor
@@ -227,7 +228,7 @@ def save_int8_artifact(model: nn.Module, meta: ArtifactMeta, out: str | Path, ca
     """
     fc = getattr(model, "fc", None)
     if isinstance(fc, nn.Linear) and fc.out_features != len(meta.labels):
-        raise CheckoutCamError(f"the model has {fc.out_features} outputs but {len(meta.labels)} labels")
+        raise ModelFileError(f"the model has {fc.out_features} outputs but {len(meta.labels)} labels")
     cal = find_calibration_images(calibration, max_images, seed)
     logger.info("calibrating on %d of %d images from %s", len(cal.paths), cal.found, cal.source)
     pre = Preprocessor(resize=meta.resize_size, crop=meta.input_size, mean=tuple(meta.mean), std=tuple(meta.std))
