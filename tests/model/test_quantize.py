@@ -56,7 +56,10 @@ def test_int8_artifact_loads_with_int8_metadata(int8_artifact, calibration_list)
     clf = open_classifier(int8_artifact)
     assert clf.meta.precision == "int8"
     # The graph really is quantized, not the fp32 model under an int8 label.
-    assert "quantized::conv2d" in str(clf.module.inlined_graph)
+    graph = str(clf.module.inlined_graph)
+    assert "quantized::conv2d" in graph
+    # ... except the classifier head, kept fp32 so near-ties do not flip on 8-bit logits.
+    assert "quantized::linear" not in graph and "aten::linear" in graph
 
 
 def test_int8_follows_fp32_on_real_photos(int8_artifact, random_artifact, random_weights, grocery_images):
