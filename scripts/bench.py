@@ -545,21 +545,30 @@ def bench_int8_accuracy(bench: Bench) -> SectionResult:
         res.notes.append(f"skipped: {data}")
         return res
     paths, targets = data
-    top = {"fp32": [], "int8": []}
+    probs = {"fp32": [], "int8": []}
     for i in range(0, len(paths), 16):
         images = [read_image(p) for p in paths[i:i + 16]]
         for name, clf in (("fp32", fp32), ("int8", int8)):
-            top[name].extend(int(j) for j in clf.probabilities(images).argmax(1))
+            probs[name].append(clf.probabilities(images))
+    p32, p8 = torch.cat(probs["fp32"]), torch.cat(probs["int8"])
     t = np.array(targets)
-    a, b = np.array(top["fp32"]), np.array(top["int8"])
+    a, b = p32.argmax(1).numpy(), p8.argmax(1).numpy()
     acc32, acc8, agree = float((a == t).mean()), float((b == t).mean()), float((a == b).mean())
+    # How close to a tie fp32 was where the two disagree: flips of near-ties are what
+    # quantization noise does; flips of confident answers would mean a broken calibration.
+    top2 = p32.topk(2, dim=1).values
+    margin = (top2[:, 0] - top2[:, 1]).numpy()
+    flips = a != b
     res.figures.update(int8_top1_agreement=round(agree, 4), int8_accuracy_drop_pts=round(100 * (acc32 - acc8), 2))
     res.details.update(n_images=len(paths), fp32_top1=acc32, int8_top1=acc8, fp32_model=str(bench.args.model),
                        int8_model=str(bench.args.int8_model),
+                       fp32_margin_median=round(float(np.median(margin)), 4),
+                       flipped_fp32_margin_max=round(float(margin[flips].max()), 4) if flips.any() else None,
                        calibration=int8.meta.extra.get("calibration"))
     res.rows.append(Row("int8_accuracy", "fp32", "val top-1", Stats.of([100 * acc32]), "%", f"{len(paths)} images"))
     res.rows.append(Row("int8_accuracy", "int8", "val top-1", Stats.of([100 * acc8]), "%",
-                        f"agreement with fp32 {100 * agree:.1f}%"))
+                        f"agreement with fp32 {100 * agree:.1f}%; flips at fp32 margin <= "
+                        f"{res.details['flipped_fp32_margin_max']} (median margin {res.details['fp32_margin_median']})"))
     return res
 
 
