@@ -8,6 +8,7 @@ suffix, without touching the pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -81,15 +82,17 @@ class TorchScriptClassifier(Classifier):
     batch 1 and 1.5x at batch 8 over the frozen module (scripts/bench.py,
     fp32_variants). It happens here, not at export, because a module saved after
     that pass does not load back ("required keyword attribute 'value' is
-    undefined"). int8 graphs gain nothing from it and are run as saved.
+    undefined"). int8 graphs gain nothing from it and are run as saved (their
+    weights packed for the engine ``quantize.int8_loading`` chooses).
     """
 
     def __init__(self, path: str | Path, roi: Sequence[float] | None = None, optimize: bool = True):
+        loading = contextlib.nullcontext()
         if read_meta(path).precision == "int8":
-            # Before loading: unpacking int8 weights is what triggers torch's deprecation warning.
-            from checkout_cam.model.quantize import quiet_quantized_tensor_warning
-            quiet_quantized_tensor_warning()
-        module, meta = load_artifact(path)
+            from checkout_cam.model.quantize import int8_loading
+            loading = int8_loading()
+        with loading:
+            module, meta = load_artifact(path)
         super().__init__(meta, file_sha256(path), roi)
         self.optimized = False
         if optimize and meta.precision == "fp32":

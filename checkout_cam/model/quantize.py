@@ -38,7 +38,8 @@ from checkout_cam.preprocess import Preprocessor
 
 logger = logging.getLogger(__name__)
 
-BACKEND = "x86"
+BACKEND = "x86"          # quantization recipe (qconfig) and calibration
+LOAD_ENGINE = "onednn"   # kernels int8 artifacts are packed for when loaded (see int8_loading)
 DEFAULT_MAX_IMAGES = 200
 DEFAULT_SEED = 0
 DEFAULT_BATCH_SIZE = 16
@@ -66,12 +67,34 @@ def quiet_ao_deprecation():
 def quiet_quantized_tensor_warning() -> None:
     """Spend torch's once-per-process 'quantized tensors are deprecated' warning where it is silenced.
 
-    Raised from inside a TorchScript call it bypasses Python's warning filters
-    and lands on stderr mid-run; raised once here, torch never repeats it.
+    Raised from inside TorchScript (loading unpacks int8 weights) it bypasses
+    Python's warning filters and lands on stderr mid-run; raised once here,
+    torch never repeats it.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.quantize_per_tensor(torch.zeros(1), 1.0, 0, torch.quint8)
+
+
+@contextlib.contextmanager
+def int8_loading():
+    """Load int8 artifacts inside this.
+
+    Loading re-packs the int8 weights for the quantized engine current at that
+    moment, and the packing alone picks the kernels later calls run. oneDNN's
+    packing ran ResNet-18 about 9% faster at batch 1 than the x86 engine's
+    default (fbgemm) on this project's AVX2 machines, with the same grocery
+    agreement within one photo, so it is used where torch has it. The global
+    engine is restored afterwards.
+    """
+    quiet_quantized_tensor_warning()
+    before = torch.backends.quantized.engine
+    if LOAD_ENGINE in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = LOAD_ENGINE
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,16 @@ def test_int8_artifact_loads_with_int8_metadata(int8_artifact, calibration_list)
     assert "quantized::linear" not in graph and "aten::linear" in graph
 
 
+def test_int8_loading_packs_for_its_engine_and_restores_the_global_one(int8_artifact, grocery_images):
+    before = torch.backends.quantized.engine
+    clf = open_classifier(int8_artifact)
+    assert torch.backends.quantized.engine == before
+    x = clf.preprocess([read_image(p) for p in grocery_images[:4]])
+    plain = torch.jit.load(str(int8_artifact))   # packed for the current (x86) engine
+    with torch.inference_mode():
+        assert nn.functional.cosine_similarity(clf.logits(x), plain(x)).min() > 0.99
+
+
 def test_int8_follows_fp32_on_real_photos(int8_artifact, random_artifact, random_weights, grocery_images):
     images = [read_image(p) for p in grocery_images]
     int8, fp32 = open_classifier(int8_artifact), open_classifier(random_artifact)
