@@ -25,11 +25,12 @@ sha256, trained or not, input recipe, torch version).
   random    seeded random weights, for tests and demos only: marked UNTRAINED
 
 --precision int8 quantizes the model (static post-training quantization, x86
-backend: about 2.5x faster than fp32 on a small CPU). It needs --calibration:
-a folder of photos like the camera sees (searched recursively) or a list file
-of `path, ...` lines relative to the list file; up to --calibration-images of
-them, sampled with a fixed seed, set the activation ranges. Check the int8
-model against its fp32 twin on your own labelled photos before using it.
+backend: about 2.4x faster than fp32 at batch 1 on a 2-core CPU, see
+scripts/bench.py). It needs --calibration: a folder of photos like the camera
+sees (searched recursively) or a list file of `path, ...` lines relative to
+the list file; up to --calibration-images of them, sampled with a fixed seed,
+set the activation ranges. Check the int8 model against its fp32 twin on your
+own labelled photos before using it.
 
 examples:
   checkout-cam export-model --weights imagenet --out models/resnet18-imagenet.pt
