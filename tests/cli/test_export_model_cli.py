@@ -33,3 +33,32 @@ def test_export_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert main(["export-model", "--weights", str(tmp_path / "none.pth"), "--out", str(tmp_path / "m.pt")]) == 2
     assert "weights file not found" in capsys.readouterr().err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_export_int8_with_calibration_folder(tmp_path, grocery, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for line in (grocery / "train.txt").read_text().splitlines()[::500][:4]:
+        src = grocery / line.split(",")[0].strip()
+        (photos / src.name).write_bytes(src.read_bytes())
+    out = tmp_path / "int8.pt"
+    assert main(["export-model", "--weights", "random", "--out", str(out), "--precision", "int8",
+                 "--calibration", str(photos), "--calibration-images", "3"]) == 0
+    assert "int8" in capsys.readouterr().out
+    meta = read_meta(out)
+    assert meta.precision == "int8" and meta.extra["calibration"]["n_images"] == 3
+    assert meta.extra["calibration"]["found"] == 4
+    assert main(["classify", "--model", str(out), str(photos)]) == 0
+
+
+def test_int8_without_calibration_is_one_clear_error(tmp_path, capsys):
+    out = tmp_path / "int8.pt"
+    assert main(["export-model", "--weights", "random", "--out", str(out), "--precision", "int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--precision int8 needs --calibration" in err
+    assert main(["export-model", "--weights", "random", "--out", str(out), "--calibration", str(tmp_path)]) == 2
+    assert "only used with --precision int8" in capsys.readouterr().err
+    assert main(["export-model", "--weights", "random", "--out", str(out), "--precision", "int8",
+                 "--calibration", str(tmp_path / "none")]) == 2
+    assert "calibration source not found" in capsys.readouterr().err
+    assert not out.exists()

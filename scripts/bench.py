@@ -1,0 +1,685 @@
+#!/usr/bin/env python3
+"""One performance run on this machine: prints a table, writes JSON (--json FILE).
+
+    PYTHONPATH=. python3 scripts/bench.py --quick --json bench.json
+    PYTHONPATH=. python3 scripts/bench.py --model grocery.pt --int8-model grocery-int8.pt
+
+The run is a list of sections (SECTIONS, in order); each takes the shared
+Bench context and returns a SectionResult: headline figures for the top of
+the JSON, table rows, details and notes (why something was skipped). Add a
+section by writing ``bench_<name>(bench) -> SectionResult`` and listing it.
+
+Every time is a median with its spread (interquartile range and min/max).
+Variants that are compared are timed interleaved, round by round in rotating
+order, so load from other processes hits them alike; compare ratios from one
+run, not absolute figures across runs. Speed figures use seeded random
+weights (weights do not change speed); accuracy figures need a trained model
+(--model/--int8-model) and are skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's own package, not an older installed one
+
+from checkout_cam.images import read_image  # noqa: E402
+from checkout_cam.model.artifact import ArtifactMeta, quiet_jit_deprecation, save_artifact  # noqa: E402
+from checkout_cam.model.classifier import open_classifier  # noqa: E402
+from checkout_cam.model.quantize import save_int8_artifact  # noqa: E402
+from checkout_cam.model.weights import random_weights  # noqa: E402
+from checkout_cam.preprocess import Preprocessor  # noqa: E402
+
+import bench_peers as peers  # noqa: E402
+
+logger = logging.getLogger("bench")
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+
+# Headline keys, in print order. Keys no section fills yet stay null in the JSON
+# (the pipeline's replay/live/serve sections will add theirs).
+FIGURE_KEYS = [
+    "model_latency_ms", "fp32_vs_eager", "int8_vs_eager", "int8_vs_best_peer_int8",
+    "int8_top1_agreement", "int8_accuracy_drop_pts", "sgemm_gflops",
+    "replay_fp32_vs_naive", "replay_int8_vs_naive", "live_display_fps", "live_latency_p95_ms",
+    "static_scene_model_share", "peak_rss_mb", "first_result_s",
+]
+
+DEFINITIONS = {
+    "model_latency_ms": "batch-1 latency of our default (fp32) artifact as the classifier runs it, ms",
+    "fp32_vs_eager": "torchvision eager fp32 batch-1 latency / our fp32 artifact's (a speed-up)",
+    "int8_vs_eager": "torchvision eager fp32 batch-1 latency / our int8 artifact's (a speed-up)",
+    "int8_vs_best_peer_int8": "our int8 batch-1 latency / the fastest peer int8 runtime's (1 = as fast)",
+    "int8_top1_agreement": "share of grocery val photos where int8 and fp32 give the same top-1",
+    "int8_accuracy_drop_pts": "fp32 minus int8 top-1 accuracy on grocery val, percentage points",
+    "sgemm_gflops": "median rate of a 2048x2048 fp32 torch.mm, GFLOP/s",
+}
+
+# ---------------------------------------------------------------- statistics and timing
+
+@dataclass(frozen=True)
+class Stats:
+    median: float
+    q1: float
+    q3: float
+    lo: float
+    hi: float
+    n: int
+
+    @classmethod
+    def of(cls, samples: list[float]) -> "Stats":
+        xs = sorted(samples)
+        if len(xs) >= 2:
+            q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+        else:
+            q1 = q3 = xs[0]
+        return cls(statistics.median(xs), q1, q3, xs[0], xs[-1], len(xs))
+
+    def scaled(self, f: Callable[[float], float]) -> "Stats":
+        """The same distribution through a monotonic map (ms -> images/s flips the order)."""
+        vals = [f(v) for v in (self.median, self.q1, self.q3, self.lo, self.hi)]
+        lo_q, hi_q = sorted(vals[1:3])
+        lo, hi = sorted(vals[3:5])
+        return Stats(vals[0], lo_q, hi_q, lo, hi, self.n)
+
+    def to_dict(self) -> dict:
+        return {"median": round(self.median, 4), "iqr": [round(self.q1, 4), round(self.q3, 4)],
+                "min": round(self.lo, 4), "max": round(self.hi, 4), "n": self.n}
+
+
+def interleaved(calls: dict[str, Callable[[], object]], rounds: int, per_round: int,
+                warmup: int = 2) -> dict[str, Stats]:
+    """Milliseconds per call for each variant, timed round-robin in rotating order."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = calls[name]
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: Stats.of(xs) for name, xs in samples.items()}
+
+
+# ---------------------------------------------------------------- the run's context and results
+
+@dataclass
+class Row:
+    section: str
+    variant: str
+    metric: str
+    stats: Stats | None
+    unit: str
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {"variant": self.variant, "metric": self.metric, "unit": self.unit, "note": self.note,
+                **(self.stats.to_dict() if self.stats else {})}
+
+
+@dataclass
+class SectionResult:
+    figures: dict = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    work: Path
+    threads: int
+    cache: dict = field(default_factory=dict)   # things several sections use (models, images)
+
+    @property
+    def quick(self) -> bool:
+        return self.args.quick
+
+    def reps(self, full: tuple[int, int], quick: tuple[int, int]) -> tuple[int, int]:
+        """(rounds, calls per round)."""
+        return quick if self.quick else full
+
+    @property
+    def grocery(self) -> Path | None:
+        g = Path(self.args.data)
+        return g if (g / "train.txt").exists() else None
+
+    def images(self, n: int) -> list[np.ndarray]:
+        """Real val photos when the data is there, else seeded noise of the same size."""
+        key = ("images", n)
+        if key not in self.cache:
+            if self.grocery:
+                lines = (self.grocery / "val.txt").read_text().splitlines()[::7][:n]
+                self.cache[key] = [read_image(self.grocery / ln.split(",")[0].strip()) for ln in lines]
+            else:
+                rng = np.random.default_rng(0)
+                self.cache[key] = [rng.integers(0, 256, (348, 348, 3), dtype=np.uint8) for _ in range(n)]
+        return self.cache[key]
+
+    def batch(self, n: int) -> torch.Tensor:
+        return Preprocessor()(self.images(n))
+
+    def eager(self) -> torch.nn.Module:
+        if "eager" not in self.cache:
+            self.cache["eager"] = random_weights(seed=0).model.eval()
+        return self.cache["eager"]
+
+    def fp32_artifact(self) -> Path:
+        if "fp32" not in self.cache:
+            w = random_weights(seed=0)
+            meta = ArtifactMeta(name="bench-random", arch="resnet18", labels=w.labels,
+                                weights_source=w.source, weights_sha256=None, trained=False)
+            self.cache["fp32"] = save_artifact(w.model, meta, self.work / "fp32.pt")
+        return self.cache["fp32"]
+
+    def calibration_source(self) -> Path:
+        """grocery/train.txt (never val: val judges accuracy), else a folder of noise images."""
+        if self.grocery:
+            return self.grocery / "train.txt"
+        folder = self.work / "noise-calibration"
+        if not folder.exists():
+            import cv2
+            folder.mkdir()
+            for i, img in enumerate(self.images(16)):
+                cv2.imwrite(str(folder / f"{i}.png"), img)
+        return folder
+
+    def calibration_count(self) -> int:
+        return 32 if self.quick else 200
+
+    def int8_artifact(self) -> Path:
+        if "int8" not in self.cache:
+            w = random_weights(seed=0)
+            meta = ArtifactMeta(name="bench-random-int8", arch="resnet18", labels=w.labels,
+                                weights_source=w.source, weights_sha256=None, trained=False)
+            t0 = time.monotonic()
+            self.cache["int8"] = save_int8_artifact(w.model, meta, self.work / "int8.pt",
+                                                    self.calibration_source(),
+                                                    max_images=self.calibration_count(), progress=False)
+            self.cache["int8_export_s"] = time.monotonic() - t0
+        return self.cache["int8"]
+
+    def calibration_batches(self) -> list[np.ndarray]:
+        """The same images our int8 calibrates on, for the peers' quantizers."""
+        if "cal_np" not in self.cache:
+            from checkout_cam.model.quantize import CalibrationBatches, find_calibration_images
+            cal = find_calibration_images(self.calibration_source(), self.calibration_count())
+            self.cache["cal_np"] = [b.numpy() for b in CalibrationBatches(cal, Preprocessor(), 8, False)]
+        return self.cache["cal_np"]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def torch_call(module, x: torch.Tensor) -> Callable[[], object]:
+    def call():
+        with torch.inference_mode():
+            return module(x)
+    return call
+
+
+def model_flops(model: torch.nn.Module, size: int = 224) -> float:
+    """Floating-point operations of one image, a multiply-add counted as 2 (torch's FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    return float(counter.get_total_flops())
+
+
+def cosine(a, b) -> float:
+    a = torch.as_tensor(np.asarray(a)).float().flatten(1)
+    b = torch.as_tensor(np.asarray(b)).float().flatten(1)
+    return float(torch.nn.functional.cosine_similarity(a, b).min())
+
+
+# ---------------------------------------------------------------- sections
+
+def bench_sgemm(bench: Bench) -> SectionResult:
+    """The machine's fp32 matrix-multiply ceiling, to put model GFLOP/s in proportion."""
+    n = 2048
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    out = torch.empty(n, n)
+    rounds, per = bench.reps((10, 2), (4, 1))
+    ms = interleaved({"sgemm": lambda: torch.mm(a, b, out=out)}, rounds, per, warmup=1)["sgemm"]
+    flops = 2.0 * n ** 3
+    gflops = ms.scaled(lambda t: flops / (t * 1e-3) / 1e9)
+    bench.cache["sgemm_gflops"] = gflops.median
+    return SectionResult(
+        figures={"sgemm_gflops": round(gflops.median, 1)},
+        rows=[Row("sgemm", f"torch.mm {n}x{n} fp32", "time", ms, "ms"),
+              Row("sgemm", f"torch.mm {n}x{n} fp32", "rate", gflops, "GFLOP/s")],
+        details={"n": n, "flops": flops, "threads": torch.get_num_threads()})
+
+
+def _peer_builders(bench: Bench, onnx_path: Path) -> dict[str, Callable[[int], peers.Runner]]:
+    """name -> (batch size -> runner), for every peer that builds here; failures become notes."""
+    out: dict[str, Callable[[int], peers.Runner]] = {}
+    notes: list[str] = bench.cache.setdefault("peer_notes", [])
+    t = bench.threads
+    try:
+        runner = peers.ort_runner(onnx_path, t)
+        out["onnxruntime fp32"] = lambda b, r=runner: r
+        int8_path = peers.ort_quantize(onnx_path, bench.work / "r18-int8.onnx", bench.calibration_batches())
+        runner8 = peers.ort_runner(int8_path, t)
+        out["onnxruntime int8"] = lambda b, r=runner8: r
+    except peers.PeerUnavailable as exc:
+        notes.append(f"onnxruntime: {exc}")
+    except Exception as exc:  # a peer failing must not sink the bench; say exactly what failed
+        notes.append(f"onnxruntime: failed: {type(exc).__name__}: {str(exc)[:300]}")
+    try:
+        fp32 = peers.ov_model(onnx_path)
+        out["openvino fp32"] = lambda b, m=fp32: peers.ov_runner(m, t, b)
+        try:
+            int8 = peers.ov_quantize(fp32, bench.calibration_batches())
+            out["openvino int8"] = lambda b, m=int8: peers.ov_runner(m, t, b)
+        except peers.PeerUnavailable as exc:
+            notes.append(f"openvino int8: {exc}")
+    except peers.PeerUnavailable as exc:
+        notes.append(f"openvino: {exc}")
+    except Exception as exc:
+        notes.append(f"openvino: failed: {type(exc).__name__}: {str(exc)[:300]}")
+    return out
+
+
+def bench_model(bench: Bench) -> SectionResult:
+    """Model only: batch-1 latency and batch-8 throughput, ours against eager and the peers."""
+    res = SectionResult()
+    eager = bench.eager()
+    fp32 = open_classifier(bench.fp32_artifact(), threads=bench.threads)
+    int8 = open_classifier(bench.int8_artifact(), threads=bench.threads)
+    res.details["int8_export_s"] = round(bench.cache["int8_export_s"], 1)
+    res.details["calibration"] = int8.meta.extra.get("calibration")
+    ours = {"torchvision eager fp32": eager, "ours fp32 (.pt)": fp32.logits, "ours int8 (.pt)": int8.logits}
+
+    peer_builders: dict = {}
+    try:
+        onnx_path = peers.export_onnx(eager, bench.work / "r18.onnx")
+        t0 = time.monotonic()
+        peer_builders = _peer_builders(bench, onnx_path)
+        res.details["peer_build_s"] = round(time.monotonic() - t0, 1)
+    except peers.PeerUnavailable as exc:
+        res.notes.append(f"peers skipped: {exc}")
+    except Exception as exc:
+        res.notes.append(f"peers skipped: ONNX export failed: {type(exc).__name__}: {str(exc)[:300]}")
+    res.notes.extend(bench.cache.get("peer_notes", []))
+
+    flops = model_flops(eager)
+    peak = bench.cache.get("sgemm_gflops")
+    res.details["model_gflop_per_image"] = round(flops / 1e9, 3)
+    res.details["flop_convention"] = "multiply-add = 2 FLOP (conv + linear, torch FlopCounterMode)"
+
+    per_batch: dict[int, dict[str, Stats]] = {}
+    agreement: dict[str, float] = {}
+    for batch, reps in ((1, bench.reps((20, 5), (6, 3))), (8, bench.reps((12, 2), (4, 1)))):
+        x = bench.batch(batch)
+        xn = x.numpy()
+        calls = {name: torch_call(fn, x) for name, fn in ours.items()}
+        with torch.inference_mode():
+            reference = eager(x)
+        for name, build in peer_builders.items():
+            try:
+                run = build(batch)
+                if batch == 8:
+                    agreement[name] = cosine(run(xn), reference)
+                calls[name] = lambda r=run: r(xn)
+            except Exception as exc:
+                res.notes.append(f"{name} batch {batch}: failed: {type(exc).__name__}: {str(exc)[:200]}")
+        if batch == 8:
+            for name, fn in ours.items():
+                with torch.inference_mode():
+                    agreement[name] = cosine(fn(x), reference)
+        per_batch[batch] = interleaved(calls, *reps)
+
+    for name, st in per_batch[1].items():
+        gf = flops / (st.median * 1e-3) / 1e9
+        note = f"{gf:.1f} GFLOP/s" + (f", {100 * gf / peak:.0f}% of sgemm" if peak else "")
+        res.rows.append(Row("model", name, "batch 1 latency", st, "ms", note))
+    for name, st in per_batch.get(8, {}).items():
+        res.rows.append(Row("model", name, "batch 8 throughput", st.scaled(lambda t: 8000.0 / t), "img/s",
+                            f"logit cosine vs eager {agreement.get(name, float('nan')):.4f}"))
+
+    lat = {name: st.median for name, st in per_batch[1].items()}
+    e, f, q = lat["torchvision eager fp32"], lat["ours fp32 (.pt)"], lat["ours int8 (.pt)"]
+    res.figures.update(model_latency_ms=round(f, 2), fp32_vs_eager=round(e / f, 3), int8_vs_eager=round(e / q, 3))
+    peer_int8 = {n: v for n, v in lat.items() if n.endswith("int8") and not n.startswith("ours")}
+    if peer_int8:
+        best = min(peer_int8, key=peer_int8.get)
+        res.figures["int8_vs_best_peer_int8"] = round(q / peer_int8[best], 3)
+        res.details["best_peer_int8"] = best
+    res.details["batch1_ratio_vs_eager"] = {n: round(e / v, 3) for n, v in lat.items()}
+    res.details["logit_cosine_vs_eager_min"] = {n: round(v, 5) for n, v in agreement.items()}
+    return res
+
+
+def bench_fp32_variants(bench: Bench) -> SectionResult:
+    """What to bake into the fp32 artifact and what to do after loading it."""
+    res = SectionResult()
+    eager = bench.eager()
+    x1, x8 = bench.batch(1), bench.batch(8)
+    with torch.inference_mode():
+        ref = eager(x8)
+
+    class ChannelsLast(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m(x.contiguous(memory_format=torch.channels_last))
+
+    import copy
+    eager_cl = copy.deepcopy(eager).to(memory_format=torch.channels_last)
+    variants: dict[str, Callable] = {"eager": eager, "eager channels_last": eager_cl}
+    with quiet_jit_deprecation(), torch.no_grad():
+        for tag, model in (("", eager), (" channels_last", ChannelsLast(eager_cl).eval())):
+            path = bench.work / f"variant{tag.strip()}.pt"
+            torch.jit.save(torch.jit.freeze(torch.jit.trace(model, x1)), str(path))
+            variants["frozen" + tag] = torch.jit.load(str(path)).eval()
+            loaded = torch.jit.load(str(path)).eval()
+            variants["frozen" + tag + " + optimize_for_inference after load"] = \
+                torch.jit.optimize_for_inference(loaded)
+        # The issue's report: a module saved *after* optimize_for_inference does not load back.
+        path = bench.work / "optimized-then-saved.pt"
+        try:
+            torch.jit.save(torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(eager, x1))),
+                           str(path))
+            torch.jit.load(str(path))(x1)
+            res.details["optimize_then_save_loads"] = True
+        except Exception as exc:
+            res.details["optimize_then_save_loads"] = False
+            res.details["optimize_then_save_error"] = str(exc).strip().splitlines()[0][:200]
+    err = {}
+    for name, m in variants.items():
+        with torch.inference_mode():
+            err[name] = float((m(x8) - ref).abs().max())
+    stats = interleaved({n: torch_call(m, x1) for n, m in variants.items()}, *bench.reps((20, 5), (6, 3)))
+    base = stats["eager"].median
+    for name, st in stats.items():
+        res.rows.append(Row("fp32_variants", name, "batch 1 latency", st, "ms",
+                            f"{base / st.median:.2f}x eager, max|diff| {err[name]:.1e}"))
+    res.details["ratio_vs_eager"] = {n: round(base / s.median, 3) for n, s in stats.items()}
+    res.details["max_abs_diff_vs_eager"] = err
+    return res
+
+
+class CaptureLoad:
+    """A stand-in capture thread: decodes box.mp4 at its own 30 fps, as the live pipeline's would."""
+
+    def __init__(self, video: Path):
+        self.video = video
+        self.stop = threading.Event()
+        self.frames = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import cv2
+        cap = cv2.VideoCapture(str(self.video))
+        period = 1.0 / (cap.get(cv2.CAP_PROP_FPS) or 30.0)
+        next_t = time.monotonic()
+        while not self.stop.is_set():
+            ok, frame = cap.read()
+            if not ok:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                continue
+            cv2.resize(frame, (320, 240))   # the display's overlay-sized copy
+            self.frames += 1
+            next_t += period
+            time.sleep(max(0.0, next_t - time.monotonic()))
+        cap.release()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+
+
+def bench_threads(bench: Bench) -> SectionResult:
+    """torch intra-op threads 1 vs all cores, idle and beside a 30 fps capture thread."""
+    res = SectionResult()
+    cores = os.cpu_count() or 1
+    counts = sorted({1, cores})
+    models = {"eager": bench.eager(),
+              "ours fp32": open_classifier(bench.fp32_artifact()).logits,
+              "ours int8": open_classifier(bench.int8_artifact()).logits}
+    x = bench.batch(1)
+    video = Path(bench.args.data).parent / "videos" / "box.mp4"
+    loads = [("idle", contextlib.nullcontext)]
+    if video.exists():
+        loads.append(("with 30 fps capture", lambda: CaptureLoad(video)))
+    else:
+        res.notes.append(f"capture-load runs skipped: {video} not found")
+    rounds, per = bench.reps((10, 5), (4, 3))
+    # One thread count at a time (switching the pool per call would be measured too), alternated per round.
+    for load_name, make_load in loads:
+        samples: dict[tuple[str, int], list[float]] = {}
+        with make_load():
+            for r in range(rounds):
+                for n in (counts if r % 2 == 0 else counts[::-1]):
+                    with torch_threads(n):
+                        st = interleaved({m: torch_call(fn, x) for m, fn in models.items()}, 1, per, warmup=1)
+                    for m, s in st.items():
+                        samples.setdefault((m, n), []).append(s.median)
+        for (m, n), xs in sorted(samples.items()):
+            res.rows.append(Row("threads", f"{m}, {n} thread(s)", f"batch 1 latency, {load_name}",
+                                Stats.of(xs), "ms", "medians of rounds"))
+            res.details.setdefault(load_name, {})[f"{m} threads={n}"] = round(statistics.median(xs), 2)
+    res.details["interop_threads"] = (f"{torch.get_num_interop_threads()} (unused: a traced ResNet has no "
+                                      f"fork/wait parallelism)")
+    return res
+
+
+def _accuracy_data(bench: Bench, labels: list[str]) -> tuple[list[Path], list[int]] | str:
+    g = bench.grocery
+    if g is None:
+        return f"no grocery data at {bench.args.data} (give --data)"
+    import csv
+    with open(g / "classes.csv", newline="") as f:
+        id_to_name = {int(r[1]): r[0].strip() for r in list(csv.reader(f))[1:] if len(r) > 1}
+    index = {name: i for i, name in enumerate(labels)}
+    paths, targets = [], []
+    for line in (g / "val.txt").read_text().splitlines():
+        if not line.strip():
+            continue
+        rel, cid = [s.strip() for s in line.split(",")[:2]]
+        name = id_to_name.get(int(cid))
+        if name not in index:
+            return f"the model's labels do not include grocery class {name!r}: not a grocery model"
+        paths.append(g / rel)
+        targets.append(index[name])
+    return paths, targets
+
+
+def bench_int8_accuracy(bench: Bench) -> SectionResult:
+    """int8 against fp32 on grocery val with a fine-tuned model: top-1 agreement and accuracy."""
+    res = SectionResult()
+    if not (bench.args.model and bench.args.int8_model):
+        res.notes.append("skipped: needs a fine-tuned grocery model as --model FP32.pt and --int8-model "
+                         "INT8.pt (the same weights quantized); a random-weight model says nothing about "
+                         "accuracy")
+        return res
+    fp32, int8 = open_classifier(bench.args.model), open_classifier(bench.args.int8_model)
+    if int8.meta.precision != "int8" or fp32.meta.precision != "fp32":
+        res.notes.append(f"skipped: --model is {fp32.meta.precision} and --int8-model is {int8.meta.precision}")
+        return res
+    if fp32.labels != int8.labels or not fp32.trained:
+        res.notes.append("skipped: the two models must be the same trained model (same labels, trained=true)")
+        return res
+    data = _accuracy_data(bench, fp32.labels)
+    if isinstance(data, str):
+        res.notes.append(f"skipped: {data}")
+        return res
+    paths, targets = data
+    probs = {"fp32": [], "int8": []}
+    for i in range(0, len(paths), 16):
+        images = [read_image(p) for p in paths[i:i + 16]]
+        for name, clf in (("fp32", fp32), ("int8", int8)):
+            probs[name].append(clf.probabilities(images))
+    p32, p8 = torch.cat(probs["fp32"]), torch.cat(probs["int8"])
+    t = np.array(targets)
+    a, b = p32.argmax(1).numpy(), p8.argmax(1).numpy()
+    acc32, acc8, agree = float((a == t).mean()), float((b == t).mean()), float((a == b).mean())
+    # How close to a tie fp32 was where the two disagree: flips of near-ties are what
+    # quantization noise does; flips of confident answers would mean a broken calibration.
+    top2 = p32.topk(2, dim=1).values
+    margin = (top2[:, 0] - top2[:, 1]).numpy()
+    flips = a != b
+    res.figures.update(int8_top1_agreement=round(agree, 4), int8_accuracy_drop_pts=round(100 * (acc32 - acc8), 2))
+    res.details.update(n_images=len(paths), fp32_top1=acc32, int8_top1=acc8, fp32_model=str(bench.args.model),
+                       int8_model=str(bench.args.int8_model),
+                       fp32_margin_median=round(float(np.median(margin)), 4),
+                       flipped_fp32_margin_max=round(float(margin[flips].max()), 4) if flips.any() else None,
+                       calibration=int8.meta.extra.get("calibration"))
+    res.rows.append(Row("int8_accuracy", "fp32", "val top-1", Stats.of([100 * acc32]), "%", f"{len(paths)} images"))
+    res.rows.append(Row("int8_accuracy", "int8", "val top-1", Stats.of([100 * acc8]), "%",
+                        f"agreement with fp32 {100 * agree:.1f}%; flips at fp32 margin <= "
+                        f"{res.details['flipped_fp32_margin_max']} (median margin {res.details['fp32_margin_median']})"))
+    return res
+
+
+SECTIONS: list[tuple[str, Callable[[Bench], SectionResult]]] = [
+    ("sgemm", bench_sgemm),
+    ("model", bench_model),
+    ("fp32_variants", bench_fp32_variants),
+    ("threads", bench_threads),
+    ("int8_accuracy", bench_int8_accuracy),
+]
+
+
+# ---------------------------------------------------------------- output
+
+def print_table(rows: list[Row]) -> None:
+    header = ("section", "variant", "metric", "median", "IQR", "min-max", "unit", "n", "note")
+    lines = [header]
+    for r in rows:
+        s = r.stats
+        if s is None:
+            lines.append((r.section, r.variant, r.metric, "-", "-", "-", r.unit, "-", r.note))
+            continue
+        lines.append((r.section, r.variant, r.metric, f"{s.median:.2f}", f"{s.q1:.2f}-{s.q3:.2f}",
+                      f"{s.lo:.2f}-{s.hi:.2f}", r.unit, str(s.n), r.note))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for i, line in enumerate(lines):
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (about 5 minutes in all)")
+    p.add_argument("--json", metavar="FILE", help="also write every figure as JSON here")
+    p.add_argument("--data", default=str(DEFAULT_DATA / "grocery"),
+                   help="grocery data folder (train.txt calibrates, val.txt judges; default %(default)s)")
+    p.add_argument("--model", metavar="FP32.pt", help="fine-tuned grocery fp32 artifact, for int8 accuracy")
+    p.add_argument("--int8-model", metavar="INT8.pt", help="the same model exported with --precision int8")
+    p.add_argument("--threads", type=int, default=0, help="torch/peer threads (default: torch's choice)")
+    p.add_argument("--sections", default=",".join(n for n, _ in SECTIONS),
+                   help="comma-separated sections to run (default: all, in order)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - {n for n, _ in SECTIONS})
+    if unknown:
+        print(f"bench: unknown section(s) {', '.join(unknown)}; known: {', '.join(n for n, _ in SECTIONS)}",
+              file=sys.stderr)
+        return 2
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    report = {"bench": "checkout_cam", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "quick": args.quick, "machine": machine(), "figures": dict.fromkeys(FIGURE_KEYS),
+              "definitions": DEFINITIONS, "sections": {}}
+    rows: list[Row] = []
+    t_start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="checkout-cam-bench-") as tmp:
+        bench = Bench(args, Path(tmp), torch.get_num_threads())
+        for name, fn in SECTIONS:
+            if name not in wanted:
+                continue
+            t0 = time.monotonic()
+            print(f"[{time.monotonic() - t_start:6.1f}s] {name} ...", file=sys.stderr, flush=True)
+            try:
+                result = fn(bench)
+            except Exception as exc:
+                traceback.print_exc()
+                result = SectionResult(notes=[f"failed: {type(exc).__name__}: {exc}"])
+            report["figures"].update(result.figures)
+            report["sections"][name] = {"seconds": round(time.monotonic() - t0, 1),
+                                        "rows": [r.to_dict() for r in result.rows],
+                                        "details": result.details, "notes": result.notes}
+            rows.extend(result.rows)
+    report["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report["seconds"] = round(time.monotonic() - t_start, 1)
+
+    print()
+    print_table(rows)
+    print()
+    for name, sec in report["sections"].items():
+        for note in sec["notes"]:
+            print(f"note: {name}: {note}")
+    print("figures: " + ", ".join(f"{k}={v}" for k, v in report["figures"].items() if v is not None))
+    print(f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, torch "
+          f"{report['machine']['torch']} with {bench.threads} threads; load average "
+          f"{report['machine']['loadavg_start'][0]:.1f} at start, {report['machine']['loadavg_end'][0]:.1f} at end; "
+          f"{report['seconds']:.0f} s")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
