@@ -73,6 +73,13 @@ DEFINITIONS = {
     "int8_top1_agreement": "share of grocery val photos where int8 and fp32 give the same top-1",
     "int8_accuracy_drop_pts": "fp32 minus int8 top-1 accuracy on grocery val, percentage points",
     "sgemm_gflops": "median rate of a 2048x2048 fp32 torch.mm, GFLOP/s",
+    "replay_fp32_vs_naive": "frames/s of `replay` (fp32, annotated video + event log) / the naive loop's, box.mp4",
+    "replay_int8_vs_naive": "frames/s of `replay` (int8, annotated video + event log) / the naive loop's, box.mp4",
+    "live_display_fps": "frames shown per second by `live` on box.mp4 looped and paced at 30 fps",
+    "live_latency_p95_ms": "95th percentile of capture-to-result latency in that live run, ms",
+    "static_scene_model_share": "share of frames of a still scene at 30 fps that reached the model (gating on)",
+    "peak_rss_mb": "peak resident memory (VmHWM) of a `serve` process, MB",
+    "first_result_s": "seconds from launching `serve` to its first result (imports, model, frame, inference)",
 }
 
 # ---------------------------------------------------------------- statistics and timing
@@ -572,12 +579,220 @@ def bench_int8_accuracy(bench: Bench) -> SectionResult:
     return res
 
 
+# ---------------------------------------------------------------- end to end: replay, live, serve
+
+def _video(bench: "Bench") -> Path | None:
+    v = Path(bench.args.data).parent / "videos" / "box.mp4"
+    return v if v.exists() else None
+
+
+def naive_loop(video: Path, model: torch.nn.Module) -> float:
+    """The source material's loop, frames per second: per frame BGR->RGB, PIL, torchvision
+    transforms, eager model, softmax, top-3, one after another."""
+    from PIL import Image
+    from torchvision import transforms as T
+    import cv2
+    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    cap = cv2.VideoCapture(str(video))
+    n = 0
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            x = tf(Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))).unsqueeze(0)
+            torch.topk(torch.softmax(model(x), 1), 3)
+            n += 1
+    cap.release()
+    return n / (time.perf_counter() - t0)
+
+
+def _cfg(model: Path, source: Path, **extra):
+    from checkout_cam.config import Config, override
+    cfg = override(override(Config(), "model.path", str(model)), "source.uri", str(source))
+    for key, value in extra.items():
+        cfg = override(cfg, key, value)
+    return cfg
+
+
+def bench_replay(bench: "Bench") -> SectionResult:
+    """Naive loop vs `replay` (fp32 and int8, annotated video and event log written), box.mp4."""
+    from checkout_cam.modes.replay import run_replay
+    res = SectionResult()
+    video = _video(bench)
+    if video is None:
+        res.notes.append("skipped: ../shared/data/videos/box.mp4 not found")
+        return res
+    models = {"replay fp32": bench.fp32_artifact(), "replay int8": bench.int8_artifact()}
+    fps: dict[str, list[float]] = {"naive loop": [], **{k: [] for k in models}}
+    for r in range(1 if bench.quick else 3):
+        for name in (list(fps)[r % 3:] + list(fps)[:r % 3]):  # rotate the order round by round
+            if name == "naive loop":
+                fps[name].append(naive_loop(video, bench.eager()))
+            else:
+                s = run_replay(_cfg(models[name], video), out=bench.work / "replay.mp4",
+                               log=bench.work / "replay.jsonl", progress=False)
+                fps[name].append(s.fps)
+    stats = {k: Stats.of(v) for k, v in fps.items()}
+    for name, st in stats.items():
+        res.rows.append(Row("replay", name, "box.mp4 end to end", st, "frames/s",
+                            "per frame: PIL + torchvision + eager" if name == "naive loop" else
+                            "annotated video + event log written"))
+    base = stats["naive loop"].median
+    res.figures["replay_fp32_vs_naive"] = round(stats["replay fp32"].median / base, 3)
+    res.figures["replay_int8_vs_naive"] = round(stats["replay int8"].median / base, 3)
+    return res
+
+
+@contextlib.contextmanager
+def _display():
+    """The live window needs an X display: use $DISPLAY, else a private Xvfb."""
+    import shutil
+    import subprocess
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    if not shutil.which("Xvfb"):
+        yield None
+        return
+    proc = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        os.environ["DISPLAY"] = ":" + proc.stdout.readline().strip()
+        yield os.environ["DISPLAY"]
+    finally:
+        os.environ.pop("DISPLAY", None)
+        proc.terminate()
+        proc.wait(10)
+
+
+def _rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, every_s: float = 1.0):
+        super().__init__(daemon=True)
+        self.every_s, self.samples, self._stop = every_s, [], threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.samples.append(_rss_mb())
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self.join()
+        return self.samples
+
+
+def _still_video(bench: "Bench", source: Path, seconds: float) -> Path:
+    """A static scene: the first frame of ``source`` held for ``seconds`` at 30 fps."""
+    import cv2
+    cap = cv2.VideoCapture(str(source))
+    ok, frame = cap.read()
+    cap.release()
+    out = bench.work / "still.mp4"
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (frame.shape[1], frame.shape[0]))
+    for _ in range(int(seconds * 30)):
+        writer.write(frame)
+    writer.release()
+    return out
+
+
+def bench_live(bench: "Bench") -> SectionResult:
+    """`live` on box.mp4 looped and paced at 30 fps; then a static scene, with motion gating."""
+    from checkout_cam.modes.live import run_live
+    res = SectionResult()
+    video = _video(bench)
+    if video is None:
+        res.notes.append("skipped: ../shared/data/videos/box.mp4 not found")
+        return res
+    seconds = 15.0 if bench.quick else 60.0
+    with _display() as display:
+        if display is None:
+            res.notes.append("skipped: no $DISPLAY and no Xvfb (apt-get install xvfb)")
+            return res
+        sampler = RssSampler()
+        sampler.start()
+        live = run_live(_cfg(bench.fp32_artifact(), video, **{"source.loop": True}), max_seconds=seconds)
+        rss = sampler.stop()
+        still = run_live(_cfg(bench.fp32_artifact(), _still_video(bench, video, 12.0 if bench.quick else 30.0)),
+                         max_seconds=10.0 if bench.quick else 25.0)
+    third = max(1, len(rss) // 3)
+    rss_first, rss_last = statistics.median(rss[:third]), statistics.median(rss[-third:])
+    res.rows += [
+        Row("live", "box.mp4 at 30 fps", "display", Stats.of([live.display_fps]), "frames/s", f"{seconds:.0f} s"),
+        Row("live", "box.mp4 at 30 fps", "inference", Stats.of([live.inference_fps]), "frames/s",
+            f"model ran on {live.model_share:.0%} of frames"),
+        Row("live", "box.mp4 at 30 fps", "capture to result p50", Stats.of([live.latency_p50_ms]), "ms"),
+        Row("live", "box.mp4 at 30 fps", "capture to result p95", Stats.of([live.latency_p95_ms]), "ms"),
+        Row("live", "box.mp4 at 30 fps", "dropped frames", Stats.of([float(live.dropped)]), "frames",
+            f"of {live.captured} captured"),
+        Row("live", "box.mp4 at 30 fps", "RSS", Stats.of(rss), "MB",
+            f"first third {rss_first:.0f} MB, last third {rss_last:.0f} MB"),
+        Row("live", "static scene", "frames reaching the model", Stats.of([100 * still.model_share]), "%",
+            f"{still.inferred} of {still.captured}, motion gating on"),
+    ]
+    res.figures.update(live_display_fps=round(live.display_fps, 2),
+                       live_latency_p95_ms=round(live.latency_p95_ms, 1),
+                       static_scene_model_share=round(still.model_share, 4))
+    res.details.update(live=vars(live), static=vars(still), rss_mb=rss,
+                       rss_growth_mb=round(rss_last - rss_first, 1))
+    return res
+
+
+def bench_serve(bench: "Bench") -> SectionResult:
+    """`serve` as a fresh process: launch to first result, and its peak RSS."""
+    import re
+    import signal
+    import subprocess
+    res = SectionResult()
+    video = _video(bench)
+    if video is None:
+        res.notes.append("skipped: ../shared/data/videos/box.mp4 not found")
+        return res
+    starts, peaks = [], []
+    for _ in range(1 if bench.quick else 3):
+        t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "checkout_cam", "serve", "--model", str(bench.fp32_artifact()),
+                                 "--source", str(video), "--log", str(bench.work / "serve.jsonl")],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        first = None
+        for line in proc.stderr:
+            if re.search(r"first result [\d.]+ s after start", line):
+                first = time.monotonic() - t0
+                break
+        time.sleep(3)  # run a little, then read the peak before stopping
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peaks.append(int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        if first is not None:
+            starts.append(first)
+    if not starts:
+        res.notes.append("serve never reported a first result")
+        return res
+    res.rows += [Row("serve", "fp32, box.mp4", "launch to first result", Stats.of(starts), "s",
+                     "fresh process: imports, model load, first frame, first inference"),
+                 Row("serve", "fp32, box.mp4", "peak RSS", Stats.of(peaks), "MB")]
+    res.figures.update(first_result_s=round(statistics.median(starts), 2),
+                       peak_rss_mb=round(statistics.median(peaks), 1))
+    return res
+
+
 SECTIONS: list[tuple[str, Callable[[Bench], SectionResult]]] = [
     ("sgemm", bench_sgemm),
     ("model", bench_model),
     ("fp32_variants", bench_fp32_variants),
     ("threads", bench_threads),
     ("int8_accuracy", bench_int8_accuracy),
+    ("replay", bench_replay),
+    ("live", bench_live),
+    ("serve", bench_serve),
 ]
 
 
