@@ -149,7 +149,8 @@ def find_calibration_images(spec: str | Path, max_images: int = DEFAULT_MAX_IMAG
         raise CalibrationError(f"calibration source not found: {source}; give a folder of photos or a "
                                f"list file of `path, ...` lines")
     if source.is_dir():
-        paths = list_images([source])
+        # Absolute paths, so the fingerprint's relative names do not depend on the working directory.
+        paths = list_images([source.resolve()])
     elif source.suffix.lower() in IMAGE_SUFFIXES:
         raise CalibrationError(f"{source} is one image; --calibration takes a folder of photos or a list "
                                f"file (a few hundred photos like the camera sees)")

@@ -90,7 +90,7 @@ def test_int8_follows_fp32_on_real_photos(int8_artifact, random_artifact, random
     assert random_weights.model.conv1.weight.dtype == torch.float32
 
 
-def test_calibration_sets_from_folder_and_list(tmp_path):
+def test_calibration_sets_from_folder_and_list(tmp_path, monkeypatch):
     paths = _write_images(tmp_path / "photos" / "shelf", 6) + _write_images(tmp_path / "photos" / "top", 6)
     (tmp_path / "photos" / "notes.txt").write_text("not an image")
     cal = find_calibration_images(tmp_path / "photos", max_images=0)
@@ -102,6 +102,10 @@ def test_calibration_sets_from_folder_and_list(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("# path, class\nphotos/shelf/img01.png, 3\n\nphotos/top/img02.png, 1, 0\n")
     assert find_calibration_images(listing).paths == [paths[1], paths[8]]
+    # The recorded fingerprint names files relative to the source, wherever the command ran.
+    monkeypatch.chdir(tmp_path)
+    relative = find_calibration_images("photos", max_images=0)
+    assert relative.describe(relative.paths) == cal.describe(cal.paths)
 
 
 def test_bad_calibration_sources_are_clear_errors(tmp_path):
