@@ -80,6 +80,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", metavar="DIR", help="per-epoch checkpoints (default: OUT.ckpt/ next to --out)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the checkpoint dir")
     p.add_argument("--name", help="model name shown on screen and in logs (default: from the file name)")
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8: quantize the best epoch (static PTQ) into OUT and keep the fp32 twin as "
+                        "OUT-fp32.pt")
+    p.add_argument("--calibration", metavar="DATA",
+                   help="photos that calibrate --precision int8: a folder or list file (default: --train)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch summary lines remain)")
 
 
@@ -133,10 +138,13 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay if args.weight_decay is not None else default_weight_decay(args.init),
         label_smoothing=args.label_smoothing, warmup_epochs=args.warmup_epochs, seed=args.seed)
     ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_suffix(".ckpt")
+    if args.calibration and args.precision != "int8":
+        raise CheckoutCamError("--calibration only applies to --precision int8")
+    calibration = (args.calibration or args.train) if args.precision == "int8" else None
     try:
         result = finetune(train, val, recipe, out, ckpt_dir, resume=args.resume, threads=args.threads,
                           max_pixels=cfg.preprocess.max_image_pixels, progress=not args.no_progress,
-                          name=args.name)
+                          name=args.name, int8_calibration=calibration)
     except KeyboardInterrupt:
         if (ckpt_dir / CHECKPOINT_FILE).exists():
             print(f"checkout-cam finetune: the last finished epoch is saved in {ckpt_dir}; run the same "
@@ -145,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
         raise
     best = ("last epoch kept (no validation data)" if result.best_val_top1 is None else
             f"best epoch {result.best_epoch} of {result.epochs_done}, val top-1 {result.best_val_top1:.1%}")
-    print(f"wrote {result.out}: resnet18, {len(result.labels)} classes, trained; {best}; input "
+    if calibration is not None:
+        print(f"wrote {out.with_name(out.stem + '-fp32.pt')}: the fp32 twin of the int8 model")
+    print(f"wrote {result.out}: resnet18 {args.precision}, {len(result.labels)} classes, trained; {best}; input "
           f"{recipe.image_size} px; training took {format_duration(result.train_seconds)}")
     if val is not None:
         data = args.val or out.with_suffix(".val.txt")

@@ -125,3 +125,21 @@ def test_ctrl_c_then_resume_exports_the_best_finished_epoch(photos, tmp_path, ca
     assert "already done; exporting the best epoch" in capsys.readouterr().out and out.exists()
     assert read_meta(out).extra["finetune"]["epochs_done"] >= 1
 
+
+
+def test_int8_finetune_writes_the_int8_model_and_its_fp32_twin(photos, tmp_path, capsys):
+    from checkout_cam.images import list_images, read_image
+    from checkout_cam.model import open_classifier
+    train, _ = photos
+    out = tmp_path / "store.pt"
+    assert main(["finetune", "--train", str(train), "--out", str(out), "--precision", "int8", *TINY]) == 0
+    printed = capsys.readouterr().out
+    twin = tmp_path / "store-fp32.pt"
+    assert f"wrote {twin}" in printed and "int8" in printed
+    int8, fp32 = read_meta(out), read_meta(twin)
+    assert int8.precision == "int8" and fp32.precision == "fp32" and int8.labels == fp32.labels
+    assert int8.trained and int8.input_size == 32 and int8.extra["calibration"]["n_images"] > 0
+    image = read_image(list_images([train])[0])
+    assert len(open_classifier(out).classify([image], 3)[0].top) == 3
+    assert main(["finetune", "--train", str(train), "--out", str(out), "--calibration", str(train), *TINY]) == 2
+    assert "--calibration only applies to --precision int8" in _one_line_error(capsys)
