@@ -581,9 +581,14 @@ def bench_int8_accuracy(bench: Bench) -> SectionResult:
 
 # ---------------------------------------------------------------- end to end: replay, live, serve
 
-def _video(bench: "Bench") -> Path | None:
-    v = Path(bench.args.data).parent / "videos" / "box.mp4"
-    return v if v.exists() else None
+def _video_section(bench: "Bench") -> tuple[Path | None, SectionResult]:
+    """box.mp4 and a fresh result; the result already says why when the video is missing."""
+    res = SectionResult()
+    video = Path(bench.args.data).parent / "videos" / "box.mp4"
+    if not video.exists():
+        res.notes.append(f"skipped: {video} not found")
+        return None, res
+    return video, res
 
 
 def naive_loop(video: Path, model: torch.nn.Module) -> float:
@@ -620,10 +625,8 @@ def _cfg(model: Path, source: Path, **extra):
 def bench_replay(bench: "Bench") -> SectionResult:
     """Naive loop vs `replay` (fp32 and int8, annotated video and event log written), box.mp4."""
     from checkout_cam.modes.replay import run_replay
-    res = SectionResult()
-    video = _video(bench)
+    video, res = _video_section(bench)
     if video is None:
-        res.notes.append("skipped: ../shared/data/videos/box.mp4 not found")
         return res
     models = {"replay fp32": bench.fp32_artifact(), "replay int8": bench.int8_artifact()}
     fps: dict[str, list[float]] = {"naive loop": [], **{k: [] for k in models}}
@@ -675,14 +678,15 @@ def _rss_mb() -> float:
 class RssSampler(threading.Thread):
     def __init__(self, every_s: float = 1.0):
         super().__init__(daemon=True)
-        self.every_s, self.samples, self._stop = every_s, [], threading.Event()
+        # Not `_stop`: threading.Thread has a private method of that name.
+        self.every_s, self.samples, self._done = every_s, [], threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.every_s):
+        while not self._done.wait(self.every_s):
             self.samples.append(_rss_mb())
 
     def stop(self) -> list[float]:
-        self._stop.set()
+        self._done.set()
         self.join()
         return self.samples
 
@@ -704,10 +708,8 @@ def _still_video(bench: "Bench", source: Path, seconds: float) -> Path:
 def bench_live(bench: "Bench") -> SectionResult:
     """`live` on box.mp4 looped and paced at 30 fps; then a static scene, with motion gating."""
     from checkout_cam.modes.live import run_live
-    res = SectionResult()
-    video = _video(bench)
+    video, res = _video_section(bench)
     if video is None:
-        res.notes.append("skipped: ../shared/data/videos/box.mp4 not found")
         return res
     seconds = 15.0 if bench.quick else 60.0
     with _display() as display:
@@ -748,10 +750,8 @@ def bench_serve(bench: "Bench") -> SectionResult:
     import re
     import signal
     import subprocess
-    res = SectionResult()
-    video = _video(bench)
+    video, res = _video_section(bench)
     if video is None:
-        res.notes.append("skipped: ../shared/data/videos/box.mp4 not found")
         return res
     starts, peaks = [], []
     for _ in range(1 if bench.quick else 3):

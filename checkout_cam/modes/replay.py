@@ -51,7 +51,6 @@ def run_replay(cfg: Config, *, out: str | Path | None = None, log: str | Path | 
                                f"for cameras and streams")
     parts = build_parts(cfg, stop, realtime=False)
     source = parts.source
-    t0 = time.monotonic()
     with ExitStack() as stack:
         sinks = [StderrEventSink()]
         if log:
@@ -68,6 +67,7 @@ def run_replay(cfg: Config, *, out: str | Path | None = None, log: str | Path | 
         bar = stack.enter_context(tqdm(total=source.frame_count, desc="replay", unit="frame",
                                        disable=not progress, file=sys.stderr, dynamic_ncols=True,
                                        mininterval=0.2 if sys.stderr.isatty() else 5.0))
+        t0 = time.monotonic()  # processing time: after the model is loaded, like the naive loop's clock
         pipeline.start()
         frames = 0
         reached_end = False
