@@ -81,6 +81,9 @@ class PipelineConfig:
     motion_max_reuse_s: float = setting(1.0, "Run the model at least this often even in a still scene, "
                                         "so a change below the threshold cannot hide an item for long.",
                                         min=0.0, max=60.0)
+    replay_batch_size: int = setting(8, "Replay: frames already decoded are classified together, up to "
+                                     "this many per model call (live always uses 1 for latency).",
+                                     min=1, max=64)
     queue_timeout_s: float = setting(0.1, "How often blocked threads wake to check for shutdown.",
                                      min=0.001, max=10)
     shutdown_timeout_s: float = setting(3.0, "How long shutdown waits for each thread before "

@@ -67,7 +67,7 @@ class Pipeline:
                                      prepare=lambda f: classifier.preprocess([f.image]))
         self.worker = InferenceWorker(classifier, self.frames, self.stop_event, self._on_result,
                                       top_k=cfg.model.top_k, poll_s=poll, on_end=self._on_worker_end,
-                                      gate=self.gate)
+                                      gate=self.gate, batch_size=1 if source.live else p.replay_batch_size)
 
     # ------------------------------------------------------------ thread callbacks
 

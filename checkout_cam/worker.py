@@ -8,9 +8,12 @@ watchdog can tell a stalled thread from an idle one.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from typing import Any, Callable
+
+import torch
 
 from checkout_cam.frame_queue import END, Empty, FrameQueue, Stopped
 from checkout_cam.frames import Frame
@@ -74,7 +77,8 @@ class InferenceWorker(threading.Thread):
 
     def __init__(self, classifier: Classifier, frames: FrameQueue, stop: threading.Event,
                  handle: ResultHandler, *, top_k: int = 3, poll_s: float = 0.1,
-                 on_end: Callable[[], None] | None = None, gate: MotionGate | None = None):
+                 on_end: Callable[[], None] | None = None, gate: MotionGate | None = None,
+                 batch_size: int = 1):
         super().__init__(name="inference", daemon=True)
         self.classifier = classifier
         self.frames = frames
@@ -84,6 +88,8 @@ class InferenceWorker(threading.Thread):
         self.poll_s = poll_s
         self.on_end = on_end
         self.gate = gate
+        # Live keeps 1 (latency); replay batches frames that are already waiting (throughput).
+        self.batch_size = max(1, batch_size)
         self._last: Classification | None = None
         self.meter = RateMeter()
         self.heartbeat = time.monotonic()
@@ -91,29 +97,63 @@ class InferenceWorker(threading.Thread):
         self.processed = 0
         self.model_runs = 0  # frames that reached the model (the rest reused a gated result)
 
-    def infer(self, frame: Frame, batch: Any = None) -> InferenceResult:
+    def infer_many(self, items: list[tuple[Frame, Any]]) -> list[InferenceResult]:
+        """Results for consecutive (frame, preprocessed batch) items, in order.
+
+        The motion gate decides first which frames need the model (its answer depends
+        on the images and frame times only); those share one batched model call, and
+        the rest reuse the classification of the nearest earlier inferred frame. If the
+        batched call fails, each frame is retried alone, so one bad frame is isolated
+        and logged with its id.
+        """
         t0 = time.monotonic()
-        if self.gate is not None and self._last is not None and not self.gate.changed(frame):
-            done = time.monotonic()
-            return InferenceResult(frame.frame_id, frame.timestamp, frame.video_time, self._last,
-                                   (done - t0) * 1e3, done=done, reused=True)
-        self.model_runs += 1
-        try:
-            if batch is None:
-                batch = self.classifier.preprocess([frame.image])
-            classification = self.classifier.infer(batch, self.top_k)[0]
-        except Exception as exc:
-            self.errors += 1
-            logger.exception("inference failed on frame %d from %s", frame.frame_id, frame.source)
-            done = time.monotonic()
-            return InferenceResult(frame.frame_id, frame.timestamp, frame.video_time, None,
-                                   (done - t0) * 1e3, done=done, error=f"{type(exc).__name__}: {exc}")
+        need: list[int] = []
+        for i, (frame, _) in enumerate(items):
+            has_reference = self._last is not None or bool(need)
+            if self.gate is None or not has_reference or self.gate.changed(frame):
+                need.append(i)
+                if self.gate is not None:
+                    self.gate.inferred(frame)
+        outcome: dict[int, Classification | str] = {}
+        if need:
+            self.model_runs += len(need)
+            try:
+                outcome.update(zip(need, self._classify([items[i] for i in need])))
+            except Exception:
+                if len(need) == 1:
+                    outcome[need[0]] = self._failed(items[need[0]][0])
+                else:
+                    for i in need:
+                        try:
+                            outcome[i] = self._classify([items[i]])[0]
+                        except Exception:
+                            outcome[i] = self._failed(items[i][0])
         done = time.monotonic()
-        if self.gate is not None:
-            self.gate.inferred(frame)
-        self._last = classification
-        return InferenceResult(frame.frame_id, frame.timestamp, frame.video_time, classification,
-                               (done - t0) * 1e3, done=done)
+        ms = (done - t0) * 1e3
+        results = []
+        for i, (frame, _) in enumerate(items):
+            got = outcome.get(i)
+            if isinstance(got, Classification):
+                self._last = got
+            reused = i not in outcome
+            if reused and self._last is None:
+                got = "no earlier result to reuse"
+            classification = self._last if reused else (got if isinstance(got, Classification) else None)
+            results.append(InferenceResult(frame.frame_id, frame.timestamp, frame.video_time, classification, ms,
+                                           done=done, reused=reused and classification is not None,
+                                           error=None if classification is not None else got))
+        return results
+
+    def _classify(self, items: list[tuple[Frame, Any]]) -> list[Classification]:
+        prepared = [b if b is not None else self.classifier.preprocess([f.image]) for f, b in items]
+        batch = prepared[0] if len(prepared) == 1 else torch.cat(prepared)
+        return self.classifier.infer(batch, self.top_k)
+
+    def _failed(self, frame: Frame) -> str:
+        self.errors += 1
+        logger.exception("inference failed on frame %d from %s", frame.frame_id, frame.source)
+        exc = sys.exc_info()[1]
+        return f"{type(exc).__name__}: {exc}"
 
     def run(self) -> None:
         try:
@@ -125,17 +165,30 @@ class InferenceWorker(threading.Thread):
                     continue
                 if item is END:
                     break
-                frame, batch = item
-                result = self.infer(frame, batch)
-                if not result.reused:
-                    self.meter.tick(result.done)
-                self.processed += 1
-                try:
-                    self.handle(frame, result)
-                except Stopped:
+                items, ended = [item], False
+                while len(items) < self.batch_size:  # replay: take what is already waiting
+                    try:
+                        more = self.frames.get(timeout=0)
+                    except Empty:
+                        break
+                    if more is END:
+                        ended = True
+                        break
+                    items.append(more)
+                stopped = False
+                for (frame, _), result in zip(items, self.infer_many(items)):
+                    if not result.reused:
+                        self.meter.tick(result.done)
+                    self.processed += 1
+                    try:
+                        self.handle(frame, result)
+                    except Stopped:
+                        stopped = True
+                        break
+                    except Exception:
+                        logger.exception("handling the result of frame %d failed", frame.frame_id)
+                if stopped or ended:
                     break
-                except Exception:
-                    logger.exception("handling the result of frame %d failed", frame.frame_id)
         except Stopped:
             pass
         finally:

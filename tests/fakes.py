@@ -61,16 +61,19 @@ class FakeClassifier(Classifier):
         self.delay_s = delay_s
         self.fail_on = set(fail_on)
         self.calls = 0
-        self.preprocess = lambda images: list(images)  # the 'batch' is the images themselves
+        # The 'batch' is the images themselves, stacked, so batches concatenate like real ones.
+        self.preprocess = lambda images: torch.from_numpy(np.stack(images))
+        self.batch_sizes: list[int] = []
 
     def batch_probabilities(self, images):
         self.calls += 1
+        self.batch_sizes.append(len(images))
         if self.delay_s:
             time.sleep(self.delay_s)
         n = len(self.meta.labels)
         out = torch.full((len(images), n), 0.1 / (n - 1))
         for row, img in enumerate(images):
-            value = int(round(float(img.mean())))
+            value = int(round(float(img.float().mean())))
             if value in self.fail_on:
                 raise RuntimeError(f"synthetic failure for value {value}")
             out[row, value % n] = 0.9

@@ -90,3 +90,21 @@ def test_motion_gate_skips_the_model_in_a_still_scene():
     assert clf.calls == 3 and worker.model_runs == 3
     assert [r.frame_id for r in results if not r.reused] == [0, 30, 60]
     assert all(r.classification.best.index == (0 if r.frame_id < 60 else 200 % 4) for r in results)
+
+
+def test_replay_batches_waiting_frames_and_keeps_order_and_failures_isolated():
+    stop = threading.Event()
+    q = FrameQueue("replay", maxsize=64, stop=stop, poll_s=0.01)
+    clf = FakeClassifier(fail_on=[5])
+    source = FrameSourceStub(40)
+    cap = CaptureThread(source, q, stop, prepare=lambda f: clf.preprocess([f.image]))
+    cap.start()
+    cap.join(10)  # everything is waiting before the worker starts: batches fill up
+    results = []
+    worker = InferenceWorker(clf, q, stop, lambda f, r: results.append(r), poll_s=0.01, batch_size=8)
+    worker.start()
+    worker.join(10)
+    assert [r.frame_id for r in results] == list(range(40))
+    assert max(clf.batch_sizes) == 8 and worker.model_runs == 40
+    assert [r.frame_id for r in results if r.error] == [5] and worker.errors == 1
+    assert all(r.classification.best.index == r.frame_id % 4 for r in results if not r.error)

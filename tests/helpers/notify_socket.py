@@ -96,6 +96,13 @@ class NotifySocket:
         self.messages.extend(got)
         return got
 
+    def drain(self, seconds: float) -> None:
+        """Keep reading for ``seconds``, as systemd does: an unread datagram socket holds only
+        net.unix.max_dgram_qlen (often 10) messages, and the notifier drops what does not fit."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.receive(min(0.2, left))
+
     def fields(self) -> list[str]:
         """Every field of every message received so far, in order."""
         return [f for msg in self.messages for f in msg.split("\n") if f]

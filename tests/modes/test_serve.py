@@ -54,10 +54,15 @@ def _serve(tmp_path, model, source, notify: NotifySocket | None = None, watchdog
     return proc, Stderr(proc)
 
 
-def _stop(proc, sig=signal.SIGTERM) -> float:
+def _stop(proc, notify: NotifySocket | None = None, sig=signal.SIGTERM) -> float:
     t0 = time.monotonic()
     proc.send_signal(sig)
-    proc.wait(timeout=30)
+    while proc.poll() is None and time.monotonic() - t0 < 30:
+        if notify is not None:
+            notify.drain(0.1)  # keep reading, as systemd does, so STOPPING=1 is not dropped
+        else:
+            time.sleep(0.1)
+    proc.wait(timeout=1)
     return time.monotonic() - t0
 
 
@@ -67,9 +72,12 @@ def test_serve_speaks_notify_and_stops_cleanly_on_sigterm(tmp_path, random_artif
         try:
             assert notify.wait_for("READY=1", timeout=60), err.text
             assert notify.wait_for("WATCHDOG=1", timeout=10), err.text
-            assert err.wait_for("stats:", timeout=20), err.text
-            time.sleep(5)  # long enough for an item to open in box.mp4
-            took = _stop(proc)
+            deadline = time.monotonic() + 30
+            while not err.wait_for("stats:", timeout=0.1) and time.monotonic() < deadline:
+                notify.drain(0.2)
+            assert err.wait_for("stats:", timeout=0.1), err.text
+            notify.drain(5)  # long enough for an item to open in box.mp4
+            took = _stop(proc, notify)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -138,15 +146,14 @@ def test_serve_survives_a_dropped_camera(tmp_path, random_artifact, videos):
             assert notify.wait_for("READY=1", timeout=60), err.text
             server.stop()
             assert err.wait_for("camera offline", timeout=15), err.text
-            time.sleep(2)
+            notify.drain(2)
             assert proc.poll() is None, "serve exited because the camera dropped"
             pings = notify.count("WATCHDOG=1")
             server.start()
             assert err.wait_for(f"camera {server.url} online", timeout=30), err.text
-            time.sleep(2.5)
-            notify.receive(0.5)
+            notify.drain(3)
             assert notify.count("WATCHDOG=1") > pings  # still alive and pinging
-            took = _stop(proc)
+            took = _stop(proc, notify)
         finally:
             if proc.poll() is None:
                 proc.kill()
