@@ -90,12 +90,17 @@ class Preprocessor:
         left = int(round((nw - self.crop) / 2.0))
         return x[0, :, top:top + self.crop, left:left + self.crop]
 
+    def __post_init__(self) -> None:
+        # Normalization folded into one multiply-subtract, computed once, not per frame.
+        object.__setattr__(self, "_scale", torch.tensor([1.0 / (255.0 * s) for s in self.std],
+                                                        dtype=torch.float32).view(3, 1, 1))
+        object.__setattr__(self, "_shift", torch.tensor([m / s for m, s in zip(self.mean, self.std)],
+                                                        dtype=torch.float32).view(3, 1, 1))
+
     def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Batch of BGR uint8 images -> normalized float32 tensor (N, 3, crop, crop), RGB order."""
         out = torch.empty((len(images), 3, self.crop, self.crop), dtype=torch.float32)
-        scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], dtype=torch.float32).view(3, 1, 1)
-        shift = torch.tensor([m / s for m, s in zip(self.mean, self.std)], dtype=torch.float32).view(3, 1, 1)
         for i, img in enumerate(images):
             bgr = self.crop_uint8(img)
-            out[i] = bgr.flip(0).to(torch.float32).mul_(scale).sub_(shift)
+            torch.mul(bgr.flip(0), self._scale, out=out[i]).sub_(self._shift)
         return out
