@@ -34,7 +34,6 @@ Choices, and why:
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

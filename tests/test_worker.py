@@ -4,7 +4,7 @@ import tracemalloc
 
 import numpy as np
 
-from checkout_cam.frame_queue import END, FrameQueue, Stopped
+from checkout_cam.frame_queue import FrameQueue
 from checkout_cam.worker import CaptureThread, InferenceWorker
 from tests.fakes import FakeClassifier, FrameSourceStub
 

@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
         train, val = split_holdout(train, args.val_split, args.seed)
         if not val.samples:
             val = None
-            print(f"every class has fewer than 2 photos: nothing held out for validation; the last "
-                  f"epoch is kept", file=sys.stderr)
+            print("every class has fewer than 2 photos: nothing held out for validation; the last "
+                  "epoch is kept", file=sys.stderr)
         else:
             listed = write_list(val, out.with_suffix(".val.txt"))
             print(f"held out {len(val.samples)} of {len(val.samples) + len(train.samples)} photos for "
