@@ -28,6 +28,8 @@ class MotionGate:
         self.max_reuse_s = max_reuse_s
         self._reference: np.ndarray | None = None
         self._reference_time = 0.0
+        self._thumb_of: Frame | None = None  # the frame whose thumbnail is in _thumb
+        self._thumb: np.ndarray | None = None
         self.skipped = 0
         self.passed = 0
 
@@ -36,7 +38,7 @@ class MotionGate:
         if self._reference is None or frame.time - self._reference_time >= self.max_reuse_s:
             self.passed += 1
             return True
-        thumb = roi_thumbnail(frame.image, self.roi)
+        thumb = self._thumbnail(frame)
         if thumb.shape != self._reference.shape or float(cv2.absdiff(thumb, self._reference).mean()) > self.threshold:
             self.passed += 1
             return True
@@ -45,5 +47,11 @@ class MotionGate:
 
     def inferred(self, frame: Frame) -> None:
         """Record the frame the model just ran on as the new reference."""
-        self._reference = roi_thumbnail(frame.image, self.roi)
+        self._reference = self._thumbnail(frame)
         self._reference_time = frame.time
+
+    def _thumbnail(self, frame: Frame) -> np.ndarray:
+        # The worker asks changed() and then inferred() about the same frame: one thumbnail serves both.
+        if self._thumb_of is not frame:
+            self._thumb_of, self._thumb = frame, roi_thumbnail(frame.image, self.roi)
+        return self._thumb
