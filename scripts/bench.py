@@ -61,7 +61,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data"
 FIGURE_KEYS = [
     "model_latency_ms", "fp32_vs_eager", "int8_vs_eager", "int8_vs_best_peer_int8",
     "int8_top1_agreement", "int8_accuracy_drop_pts", "sgemm_gflops",
-    "replay_fp32_vs_naive", "replay_int8_vs_naive", "live_display_fps", "live_latency_p95_ms",
+    "replay_fp32_vs_naive", "replay_int8_vs_naive", "replay_fp32_gated_vs_naive",
+    "replay_int8_gated_vs_naive", "replay_gated_model_share", "live_display_fps", "live_latency_p95_ms",
     "static_scene_model_share", "peak_rss_mb", "first_result_s",
 ]
 
@@ -75,6 +76,10 @@ DEFINITIONS = {
     "sgemm_gflops": "median rate of a 2048x2048 fp32 torch.mm, GFLOP/s",
     "replay_fp32_vs_naive": "frames/s of `replay` (fp32, annotated video + event log) / the naive loop's, box.mp4",
     "replay_int8_vs_naive": "frames/s of `replay` (int8, annotated video + event log) / the naive loop's, box.mp4",
+    "replay_fp32_gated_vs_naive": "the same with `replay --gating` (motion gating: unchanged frames reuse "
+                                  "the last result; item events identical on box.mp4 and cup.mp4)",
+    "replay_int8_gated_vs_naive": "the same with `replay --gating`, int8",
+    "replay_gated_model_share": "share of box.mp4 frames that reached the model in `replay --gating`",
     "live_display_fps": "frames shown per second by `live` on box.mp4 looped and paced at 30 fps",
     "live_latency_p95_ms": "95th percentile of capture-to-result latency in that live run, ms",
     "static_scene_model_share": "share of frames of a still scene at 30 fps that reached the model (gating on)",
@@ -623,29 +628,40 @@ def _cfg(model: Path, source: Path, **extra):
 
 
 def bench_replay(bench: "Bench") -> SectionResult:
-    """Naive loop vs `replay` (fp32 and int8, annotated video and event log written), box.mp4."""
+    """Naive loop vs `replay` (fp32 and int8, annotated video and event log written), box.mp4:
+    every frame through the model (replay's default), and with motion gating (`replay --gating`)."""
     from checkout_cam.modes.replay import run_replay
     video, res = _video_section(bench)
     if video is None:
         return res
-    models = {"replay fp32": bench.fp32_artifact(), "replay int8": bench.int8_artifact()}
-    fps: dict[str, list[float]] = {"naive loop": [], **{k: [] for k in models}}
+    runs = {f"replay {prec}{' gated' if gated else ''}": (prec, gated)
+            for gated in (False, True) for prec in ("fp32", "int8")}
+    models = {"fp32": bench.fp32_artifact(), "int8": bench.int8_artifact()}
+    names = ["naive loop", *runs]
+    fps: dict[str, list[float]] = {k: [] for k in names}
+    shares: list[float] = []
     for r in range(1 if bench.quick else 3):
-        for name in (list(fps)[r % 3:] + list(fps)[:r % 3]):  # rotate the order round by round
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order round by round
             if name == "naive loop":
                 fps[name].append(naive_loop(video, bench.eager()))
-            else:
-                s = run_replay(_cfg(models[name], video), out=bench.work / "replay.mp4",
-                               log=bench.work / "replay.jsonl", progress=False)
-                fps[name].append(s.fps)
+                continue
+            prec, gated = runs[name]
+            s = run_replay(_cfg(models[prec], video), out=bench.work / "replay.mp4",
+                           log=bench.work / "replay.jsonl", progress=False, gating=gated)
+            fps[name].append(s.fps)
+            if gated:
+                shares.append(s.model_runs / s.frames)
     stats = {k: Stats.of(v) for k, v in fps.items()}
     for name, st in stats.items():
-        res.rows.append(Row("replay", name, "box.mp4 end to end", st, "frames/s",
-                            "per frame: PIL + torchvision + eager" if name == "naive loop" else
-                            "annotated video + event log written"))
+        note = ("per frame: PIL + torchvision + eager" if name == "naive loop" else
+                "annotated video + event log written" + (
+                    f"; model ran on {statistics.median(shares):.0%} of frames" if runs[name][1] else
+                    "; model on every frame"))
+        res.rows.append(Row("replay", name, "box.mp4 end to end", st, "frames/s", note))
     base = stats["naive loop"].median
-    res.figures["replay_fp32_vs_naive"] = round(stats["replay fp32"].median / base, 3)
-    res.figures["replay_int8_vs_naive"] = round(stats["replay int8"].median / base, 3)
+    for name, (prec, gated) in runs.items():
+        res.figures[f"replay_{prec}{'_gated' if gated else ''}_vs_naive"] = round(stats[name].median / base, 3)
+    res.figures["replay_gated_model_share"] = round(statistics.median(shares), 3)
     return res
 
 

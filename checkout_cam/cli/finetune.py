@@ -46,8 +46,8 @@ examples:
   checkout-cam finetune --train photos/ --out models/store.pt
   checkout-cam evaluate --model models/store.pt --data models/store.val.txt --report reports/store
   checkout-cam finetune --train ../shared/data/grocery/train.txt --val ../shared/data/grocery/val.txt \\
-      --classes ../shared/data/grocery/classes.csv --init scratch --image-size 128 --epochs 60 \\
-      --batch-size 64 --seed 0 --out models/grocery-scratch128.pt
+      --classes ../shared/data/grocery/classes.csv --init scratch --image-size 128 --epochs 45 \\
+      --batch-size 64 --seed 0 --precision int8 --out models/grocery-scratch128.pt
 """
 
 
