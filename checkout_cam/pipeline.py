@@ -27,7 +27,7 @@ from checkout_cam.results import InferenceResult
 from checkout_cam.review import Decision, ItemEvent, ReviewPolicy
 from checkout_cam.sinks import Sink, SinkGroup
 from checkout_cam.sources import FrameSource
-from checkout_cam.stats import Percentiles
+from checkout_cam.stats import LatencyHistogram, Percentiles
 from checkout_cam.worker import CaptureThread, InferenceWorker
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,9 @@ class Pipeline:
         self.decisions = FrameQueue("replay", maxsize=32, stop=self.stop_event, poll_s=poll) if collect else None
         self.policy = policy
         self.sinks = SinkGroup(list(sinks))
-        self.latency_ms = Percentiles()
+        self.latency_ms = Percentiles()            # recent window, for the status line
+        self.run_latency_ms = LatencyHistogram()   # the whole run, every result
+        self.model_latency_ms = LatencyHistogram()  # the whole run, results the model computed (not reused)
         self.items = 0
         self.flagged = 0
         self.final_event: ItemEvent | None = None
@@ -84,6 +86,9 @@ class Pipeline:
             logger.info("background re-taken at frame %d", frame.frame_id)
         decision = self.policy.update(frame, result)
         self.latency_ms.add(result.latency_ms)
+        self.run_latency_ms.add(result.latency_ms)
+        if not result.reused:
+            self.model_latency_ms.add(result.latency_ms)
         self._count(decision.closed)
         with self._lock:
             self._latest_decision = decision

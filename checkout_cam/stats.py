@@ -53,3 +53,39 @@ class Percentiles:
             return float("nan")
         idx = min(len(values) - 1, max(0, int(round(q / 100 * (len(values) - 1)))))
         return values[idx]
+
+
+class LatencyHistogram:
+    """Percentiles over a whole run in fixed memory: 0.5 ms bins up to ``max_ms``, above it one overflow bin.
+
+    The sliding ``Percentiles`` window answers "how is it now" for the status line;
+    this answers "how was the run" (a months-long service cannot keep every sample).
+    """
+
+    def __init__(self, max_ms: float = 5000.0, bin_ms: float = 0.5):
+        self.bin_ms = bin_ms
+        self._counts = [0] * (int(max_ms / bin_ms) + 1)
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, value_ms: float) -> None:
+        if value_ms != value_ms:  # NaN: a result without a completion time
+            return
+        i = min(len(self._counts) - 1, max(0, int(value_ms / self.bin_ms)))
+        with self._lock:
+            self._counts[i] += 1
+            self.count += 1
+
+    def get(self, q: float) -> float:
+        """The q-th percentile, as the upper edge of its bin (NaN before the first sample)."""
+        with self._lock:
+            counts, total = list(self._counts), self.count
+        if not total:
+            return float("nan")
+        rank = max(1, int(round(q / 100 * total)))
+        seen = 0
+        for i, c in enumerate(counts):
+            seen += c
+            if seen >= rank:
+                return (i + 1) * self.bin_ms
+        return len(counts) * self.bin_ms
