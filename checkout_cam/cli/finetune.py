@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of each class held out for validation when --val is absent "
                         "(default 0.15; 0 = no validation, the last epoch is kept)")
     p.add_argument("--classes", metavar="CSV", help="class names and ids (`name, id, ...`); needed for list files")
-    p.add_argument("--out", required=True, metavar="FILE.pt", help="where to write the model artifact")
+    p.add_argument("--out", required=True, metavar="FILE.pt", help="where to write the model artifact (.pt; .onnx for an fp32 model run by ONNX Runtime)")
     p.add_argument("--init", default="imagenet", metavar="imagenet|scratch|PATH",
                    help="starting weights (default imagenet)")
     p.add_argument("--freeze", choices=FREEZE_CHOICES, default=None,
@@ -114,8 +114,12 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     cfg = load_cfg(args)
     out = Path(args.out)
-    if out.suffix.lower() != ".pt":
-        raise CheckoutCamError(f"--out {out}: the model artifact must be a .pt file")
+    if out.suffix.lower() not in (".pt", ".onnx"):
+        raise CheckoutCamError(f"--out {out}: the model artifact must be a .pt file (or .onnx for an fp32 "
+                               f"model run by ONNX Runtime)")
+    if args.precision == "int8" and out.suffix.lower() == ".onnx":
+        raise CheckoutCamError(f"--out {out}: int8 models are TorchScript artifacts; give a .pt name "
+                               f"(.onnx is fp32 only)")
     train = load_labeled(args.train, args.classes)
     val = None
     if args.val:

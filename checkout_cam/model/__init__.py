@@ -2,6 +2,11 @@
 
 from checkout_cam.model.artifact import ArtifactMeta, load_artifact, read_meta, save_artifact
 from checkout_cam.model.classifier import BACKENDS, Classifier, TorchScriptClassifier, open_classifier
+from checkout_cam.model.onnx_backend import OnnxRuntimeClassifier
 
-__all__ = ["ArtifactMeta", "BACKENDS", "Classifier", "TorchScriptClassifier", "load_artifact",
-           "open_classifier", "read_meta", "save_artifact"]
+# The optional backend registers here, not in classifier.py, which it builds on. onnxruntime
+# itself is imported only when an .onnx file is opened.
+BACKENDS[".onnx"] = OnnxRuntimeClassifier
+
+__all__ = ["ArtifactMeta", "BACKENDS", "Classifier", "OnnxRuntimeClassifier", "TorchScriptClassifier",
+           "load_artifact", "open_classifier", "read_meta", "save_artifact"]

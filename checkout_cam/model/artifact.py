@@ -118,10 +118,13 @@ def trace_and_freeze(model: nn.Module, input_size: int) -> torch.jit.ScriptModul
 
 
 def save_artifact(model: nn.Module, meta: ArtifactMeta, out: str | Path) -> Path:
-    """Trace + freeze ``model`` and write it with ``meta`` as one .pt file."""
+    """Trace + freeze ``model`` and write it with ``meta`` as one .pt file (``.onnx``: an ONNX model)."""
     out = Path(out)
-    if len(meta.labels) != _out_features(model):
-        raise ModelFileError(f"the model has {_out_features(model)} outputs but {len(meta.labels)} labels")
+    if out.suffix.lower() == ".onnx":
+        from checkout_cam.model.onnx_backend import save_onnx
+        return save_onnx(model, meta, out)
+    if len(meta.labels) != out_features(model):
+        raise ModelFileError(f"the model has {out_features(model)} outputs but {len(meta.labels)} labels")
     frozen = trace_and_freeze(model, meta.input_size)
     _atomic_save(frozen, out, meta)
     logger.info("wrote %s (%s, %d classes, trained=%s)", out, meta.name, meta.num_classes, meta.trained)
@@ -135,7 +138,7 @@ def save_scripted(module: torch.jit.ScriptModule, meta: ArtifactMeta, out: str |
     return out
 
 
-def _out_features(model: nn.Module) -> int:
+def out_features(model: nn.Module) -> int:
     fc = getattr(model, "fc", None)
     return fc.out_features if isinstance(fc, nn.Linear) else -1
 

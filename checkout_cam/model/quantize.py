@@ -255,6 +255,8 @@ def save_int8_artifact(model: nn.Module, meta: ArtifactMeta, out: str | Path, ca
     ``meta`` is the fp32 description (labels, input recipe, weights); the written one
     says ``precision="int8"`` and adds ``extra["calibration"]``.
     """
+    if Path(out).suffix.lower() == ".onnx":
+        raise CheckoutCamError(f"{out}: int8 models are TorchScript artifacts; give a .pt name (.onnx is fp32 only)")
     fc = getattr(model, "fc", None)
     if isinstance(fc, nn.Linear) and fc.out_features != len(meta.labels):
         raise ModelFileError(f"the model has {fc.out_features} outputs but {len(meta.labels)} labels")
