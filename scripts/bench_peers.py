@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 from torch import nn
+
+from checkout_cam.model.onnx_backend import export_graph
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +29,14 @@ class PeerUnavailable(Exception):
 
 
 def export_onnx(model: nn.Module, out: Path, input_size: int = 224) -> Path:
-    """fp32 ONNX with a dynamic batch dimension (torch's dynamo exporter, the one torch 2.14 keeps)."""
+    """fp32 ONNX with a dynamic batch dimension, exported as the product's .onnx backend does."""
     try:
         import onnx  # noqa: F401  (the exporter needs it; say so plainly if it is missing)
         import onnxscript  # noqa: F401
     except ImportError as exc:
         raise PeerUnavailable(f"ONNX export needs `pip install onnx onnxscript` ({exc.name} missing)") from None
-    x = torch.zeros(1, 3, input_size, input_size)
-    batch = torch.export.Dim("batch", min=1, max=256)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (x,), str(out), input_names=["input"], output_names=["logits"],
-                          dynamic_shapes={"x": {0: batch}}, dynamo=True, optimize=True, verbose=False,
-                          external_data=False)  # one file: ORT's quantizer re-saves it elsewhere
-    return out
+    # One file (no external data): ORT's quantizer re-saves it elsewhere.
+    return export_graph(model, out, input_size, max_batch=256)
 
 
 def _ort():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from checkout_cam.cli.common import add_config_option, load_cfg
 from checkout_cam.errors import CheckoutCamError
+from checkout_cam.model.artifact import check_format
 from checkout_cam.training.data import load_labeled, split_holdout, write_list
 from checkout_cam.training.finetune import (
     CHECKPOINT_FILE, FREEZE_CHOICES, Recipe, default_lr, default_weight_decay, finetune, format_duration)
@@ -117,9 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".pt", ".onnx"):
         raise CheckoutCamError(f"--out {out}: the model artifact must be a .pt file (or .onnx for an fp32 "
                                f"model run by ONNX Runtime)")
-    if args.precision == "int8" and out.suffix.lower() == ".onnx":
-        raise CheckoutCamError(f"--out {out}: int8 models are TorchScript artifacts; give a .pt name "
-                               f"(.onnx is fp32 only)")
+    check_format(out, args.precision)  # before training, not after it
     train = load_labeled(args.train, args.classes)
     val = None
     if args.val:

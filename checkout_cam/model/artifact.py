@@ -120,11 +120,10 @@ def trace_and_freeze(model: nn.Module, input_size: int) -> torch.jit.ScriptModul
 def save_artifact(model: nn.Module, meta: ArtifactMeta, out: str | Path) -> Path:
     """Trace + freeze ``model`` and write it with ``meta`` as one .pt file (``.onnx``: an ONNX model)."""
     out = Path(out)
+    check_outputs(model, meta)
     if out.suffix.lower() == ".onnx":
         from checkout_cam.model.onnx_backend import save_onnx
         return save_onnx(model, meta, out)
-    if len(meta.labels) != out_features(model):
-        raise ModelFileError(f"the model has {out_features(model)} outputs but {len(meta.labels)} labels")
     frozen = trace_and_freeze(model, meta.input_size)
     _atomic_save(frozen, out, meta)
     logger.info("wrote %s (%s, %d classes, trained=%s)", out, meta.name, meta.num_classes, meta.trained)
@@ -138,12 +137,22 @@ def save_scripted(module: torch.jit.ScriptModule, meta: ArtifactMeta, out: str |
     return out
 
 
-def out_features(model: nn.Module) -> int:
+def check_outputs(model: nn.Module, meta: ArtifactMeta) -> None:
+    """The classifier head must have one output per label."""
     fc = getattr(model, "fc", None)
-    return fc.out_features if isinstance(fc, nn.Linear) else -1
+    outputs = fc.out_features if isinstance(fc, nn.Linear) else -1
+    if outputs != len(meta.labels):
+        raise ModelFileError(f"the model has {outputs} outputs but {len(meta.labels)} labels")
 
 
-def _not_found(path: Path) -> ModelFileError:
+def check_format(out: str | Path, precision: str) -> None:
+    """The file format follows the suffix: .onnx holds fp32 only; int8 is always a .pt artifact."""
+    if precision != "fp32" and Path(out).suffix.lower() == ".onnx":
+        raise ModelFileError(f"{out}: {precision} models are TorchScript artifacts; give a .pt name "
+                             f"(.onnx is fp32 only)")
+
+
+def not_found(path: Path) -> ModelFileError:
     return ModelFileError(f"model file not found: {path}; make one with `checkout-cam export-model "
                           f"--weights imagenet --out {path}` (or --weights random for a demo)")
 
@@ -152,7 +161,7 @@ def read_meta(path: str | Path) -> ArtifactMeta:
     """Read only the metadata (fast: no module is deserialized)."""
     path = Path(path)
     if not path.exists():
-        raise _not_found(path)
+        raise not_found(path)
     try:
         with zipfile.ZipFile(path) as zf:
             names = [n for n in zf.namelist() if n.endswith("/extra/" + META_FILE)]

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from checkout_cam.errors import CheckoutCamError, ModelFileError
-from checkout_cam.model.artifact import META_FILE, ArtifactMeta, file_sha256, out_features
+from checkout_cam.model.artifact import META_FILE, ArtifactMeta, check_format, file_sha256, not_found
 from checkout_cam.model.classifier import Classifier
 
 logger = logging.getLogger(__name__)
@@ -30,30 +30,31 @@ logger = logging.getLogger(__name__)
 INSTALL_HINT = 'pip install -e ".[onnx]"'
 
 
+def export_graph(model: nn.Module, out: str | Path, input_size: int, max_batch: int = 1024) -> Path:
+    """The bare fp32 ONNX graph of ``model`` (torch's dynamo exporter) with a dynamic batch dimension."""
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    x = torch.zeros(1, 3, input_size, input_size)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's progress chatter and deprecation notes
+        torch.onnx.export(model, (x,), str(out), input_names=["input"], output_names=["logits"],
+                          dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=max_batch)}},
+                          dynamo=True, optimize=True, verbose=False, external_data=False)
+    return Path(out)
+
+
 def save_onnx(model: nn.Module, meta: ArtifactMeta, out: str | Path) -> Path:
-    """Export ``model`` (eval, fp32) with a dynamic batch dimension and ``meta`` embedded."""
+    """Export ``model`` (eval, fp32) with ``meta`` embedded; ``save_artifact`` checks labels vs outputs."""
     out = Path(out)
-    if meta.precision != "fp32":
-        raise CheckoutCamError(f"{out}: .onnx models are fp32 only; write an int8 model as .pt")
-    if len(meta.labels) != out_features(model):
-        raise ModelFileError(f"the model has {out_features(model)} outputs but {len(meta.labels)} labels")
+    check_format(out, meta.precision)
     try:
         import onnx
         import onnxscript  # noqa: F401  (torch's exporter needs it; say so before it fails deep inside)
     except ImportError as exc:
         raise CheckoutCamError(f"writing {out} needs {exc.name}: {INSTALL_HINT}") from None
-    model = model.eval().to(memory_format=torch.contiguous_format)
-    x = torch.zeros(1, 3, meta.input_size, meta.input_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Export and re-save next to the target, then rename: a crash never leaves half a model at `out`.
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's progress chatter and deprecation notes
-            torch.onnx.export(model, (x,), str(raw), input_names=["input"], output_names=["logits"],
-                              dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=1024)}},
-                              dynamo=True, optimize=True, verbose=False, external_data=False)
-        proto = onnx.load(str(raw))
+        proto = onnx.load(str(export_graph(model, Path(tmp) / "raw.onnx", meta.input_size)))
         del proto.metadata_props[:]
         entry = proto.metadata_props.add()
         entry.key, entry.value = META_FILE, meta.to_json()
@@ -75,8 +76,7 @@ class OnnxRuntimeClassifier(Classifier):
     def __init__(self, path: str | Path, roi: Sequence[float] | None = None):
         path = Path(path)
         if not path.exists():
-            raise ModelFileError(f"model file not found: {path}; make one with `checkout-cam export-model "
-                                 f"--weights imagenet --out {path}`")
+            raise not_found(path)
         try:
             import onnxruntime as ort
         except ImportError:

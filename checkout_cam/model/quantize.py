@@ -31,9 +31,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from checkout_cam.errors import CheckoutCamError, ImageReadError, ModelFileError
+from checkout_cam.errors import CheckoutCamError, ImageReadError
 from checkout_cam.images import IMAGE_SUFFIXES, list_images, read_image
-from checkout_cam.model.artifact import ArtifactMeta, save_scripted, trace_and_freeze
+from checkout_cam.model.artifact import ArtifactMeta, check_format, check_outputs, save_scripted, trace_and_freeze
 from checkout_cam.preprocess import Preprocessor
 
 logger = logging.getLogger(__name__)
@@ -255,11 +255,8 @@ def save_int8_artifact(model: nn.Module, meta: ArtifactMeta, out: str | Path, ca
     ``meta`` is the fp32 description (labels, input recipe, weights); the written one
     says ``precision="int8"`` and adds ``extra["calibration"]``.
     """
-    if Path(out).suffix.lower() == ".onnx":
-        raise CheckoutCamError(f"{out}: int8 models are TorchScript artifacts; give a .pt name (.onnx is fp32 only)")
-    fc = getattr(model, "fc", None)
-    if isinstance(fc, nn.Linear) and fc.out_features != len(meta.labels):
-        raise ModelFileError(f"the model has {fc.out_features} outputs but {len(meta.labels)} labels")
+    check_format(out, "int8")
+    check_outputs(model, meta)
     cal = find_calibration_images(calibration, max_images, seed)
     logger.info("calibrating on %d of %d images from %s", len(cal.paths), cal.found, cal.source)
     pre = Preprocessor(resize=meta.resize_size, crop=meta.input_size, mean=tuple(meta.mean), std=tuple(meta.std))
