@@ -83,9 +83,52 @@ def test_accuracy_section_compares_int8_with_fp32(bench, tmp_path, grocery):
     assert details["n_images"] == 6
     clf = open_classifier(fp32)
     truth = [int(ln.split(",")[1]) for ln in picked]
-    predicted = [c.best.index for c in clf.classify([read_image(grocery / ln.split(",")[0].strip()) for ln in picked])]
+    images = [read_image(grocery / ln.split(",")[0].strip()) for ln in picked]
+    predicted = [c.best.index for c in clf.classify(images)]
+    top2 = clf.probabilities(images).topk(2, dim=1).values
+    margins = (top2[:, 0] - top2[:, 1]).tolist()
+    assert details["fp32_margin_below"] == {str(m): sum(x < m for x in margins) for m in (0.005, 0.01, 0.03)}
+    assert 0 <= details["int8_prob_shift_mean"] < 1
     assert details["fp32_top1"] == pytest.approx(sum(p == t for p, t in zip(predicted, truth)) / 6)
     agreement = report["figures"]["int8_top1_agreement"]
     assert 0.0 <= agreement <= 1.0
     assert report["figures"]["int8_accuracy_drop_pts"] == pytest.approx(
         100 * (details["fp32_top1"] - details["int8_top1"]), abs=0.01)
+
+
+def test_replay_section_measures_the_ceiling_it_reports(bench, tmp_path, videos):
+    """Runs on a 12-frame cut of box.mp4 (timings mean nothing; the bookkeeping does)."""
+    import cv2
+    from checkout_cam.model import BACKENDS
+    data = tmp_path / "data"
+    (data / "videos").mkdir(parents=True)
+    cap = cv2.VideoCapture(str(videos / "box.mp4"))
+    writer = None
+    for _ in range(12):
+        ok, frame = cap.read()
+        assert ok
+        if writer is None:
+            writer = cv2.VideoWriter(str(data / "videos" / "box.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 30.0,
+                                     (frame.shape[1], frame.shape[0]))
+        writer.write(frame)
+    writer.release()
+    cap.release()
+    out = tmp_path / "bench.json"
+    # --data names the grocery folder (absent here: int8 calibrates on noise); videos/ sits beside it
+    assert bench.main(["--quick", "--sections", "replay", "--data", str(data / "grocery"), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    section = report["sections"]["replay"]
+    assert section["notes"] == []
+    d = section["details"]
+    runs = {"naive loop", "replay fp32", "replay int8", "replay fp32 gated", "replay int8 gated",
+            "model only fp32", "model only int8", "replay, no model"}
+    assert set(d["core_ms_per_frame"]) == runs and all(v > 0 for v in d["core_ms_per_frame"].values())
+    assert {r["variant"] for r in section["rows"]} == runs
+    naive = next(r["median"] for r in section["rows"] if r["variant"] == "naive loop")
+    for prec in ("fp32", "int8"):
+        need = d["core_ms_per_frame"][f"model only {prec}"] + d["core_ms_per_frame"]["replay, no model"]
+        assert d["ceiling_fps"][prec] == pytest.approx(d["cores"] * 1e3 / need, rel=0.01)
+        assert report["figures"][f"replay_{prec}_ceiling_vs_naive"] == pytest.approx(
+            d["ceiling_fps"][prec] / naive, rel=0.01)
+        assert report["figures"][f"replay_{prec}_vs_naive"] > 0
+    assert bench.NoModelClassifier.SUFFIX not in BACKENDS   # the bench-only backend is gone afterwards
