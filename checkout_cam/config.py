@@ -39,7 +39,8 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
 @dataclass(frozen=True)
 class ModelConfig:
     path: str = setting("models/resnet18-imagenet.pt",
-                        "Model artifact (.pt) made by `checkout-cam export-model` or `finetune`.")
+                        "Model artifact made by `checkout-cam export-model` or `finetune`: .pt "
+                        "(TorchScript), or .onnx with the onnx extra installed.")
     top_k: int = setting(3, "How many labels each result keeps and shows.", min=1, max=20)
     threads: int = setting(0, "Torch intra-op threads for inference; 0 = choose from the CPU count.",
                            min=0, max=256)
