@@ -60,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of each class held out for validation when --val is absent "
                         "(default 0.15; 0 = no validation, the last epoch is kept)")
     p.add_argument("--classes", metavar="CSV", help="class names and ids (`name, id, ...`); needed for list files")
-    p.add_argument("--out", required=True, metavar="FILE.pt", help="where to write the model artifact (.pt; .onnx for an fp32 model run by ONNX Runtime)")
+    p.add_argument("--out", required=True, metavar="FILE.pt",
+                   help="where to write the model artifact (.pt; .onnx for an fp32 model run by ONNX Runtime)")
     p.add_argument("--init", default="imagenet", metavar="imagenet|scratch|PATH",
                    help="starting weights (default imagenet)")
     p.add_argument("--freeze", choices=FREEZE_CHOICES, default=None,
