@@ -119,6 +119,8 @@ class RenderConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
+    lane_id: str = setting("lane1", "This lane's id: in every event line, event id and (with MQTT) topic. "
+                           "Letters, digits, '_', '.', '-'; unique in the store.")
     log_path: str = setting("logs/events.jsonl", "JSON-lines event log (one item event per line).")
     log_max_bytes: int = setting(10_000_000, "Rotate the event log when it would grow past this.",
                                  min=1000)
@@ -211,6 +213,10 @@ def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
 
 
 def _cross_checks(cfg: Config, errors: list[str]) -> None:
+    from checkout_cam.schema import LANE_ID_RE
+    if not LANE_ID_RE.match(cfg.serve.lane_id):
+        errors.append(f"serve.lane_id: must be 1-64 letters, digits, '_', '.', '-' starting with a letter "
+                      f"or digit, got {cfg.serve.lane_id!r}")
     roi = cfg.preprocess.roi
     if roi is not None and all(isinstance(v, float) for v in roi):
         x, y, w, h = roi

@@ -45,6 +45,7 @@ from checkout_cam.config import ReviewConfig
 from checkout_cam.frames import Frame
 from checkout_cam.preprocess import roi_thumbnail
 from checkout_cam.results import Classification, InferenceResult, Prediction
+from checkout_cam.schema import ItemRecord, RunIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +92,26 @@ class ItemEvent:
     t_start: float
     t_end: float
     results: int = 0
+    id: str = ""          # <lane_id>-<run_id>-<seq> (schema.RunIdentity), the same at open and close
+    seq: int = 0
+    closed_by: str | None = None
 
-    def to_dict(self, *, source: str, model: dict, policy: dict, wall_clock_offset: float | None) -> dict:
+    def record(self, *, identity: RunIdentity, source: str, model: dict, policy: dict,
+               wall_clock_offset: float | None) -> ItemRecord:
+        """The typed event-log line (schema.ItemRecord)."""
+        return ItemRecord.from_dict(self.to_dict(identity=identity, source=source, model=model, policy=policy,
+                                                 wall_clock_offset=wall_clock_offset))
+
+    def to_dict(self, *, source: str, model: dict, policy: dict, wall_clock_offset: float | None,
+                identity: RunIdentity | None = None) -> dict:
         """The event-log line. Times are video seconds when ``wall_clock_offset`` is None (replay),
         else ISO 8601 UTC wall time (monotonic time + offset, offset = time.time() - time.monotonic())."""
+        identity = identity or _ANONYMOUS
         return {
             "type": "item",
+            "id": self.id or identity.event_id(max(self.seq, 1)),
+            "seq": max(self.seq, 1),
+            **identity.as_dict(),
             "label": self.label,
             "index": self.index,
             "confidence": round(float(self.confidence), 6),
@@ -112,7 +127,12 @@ class ItemEvent:
             "model": {"name": model.get("name"), "sha256": model.get("sha256"),
                       "trained": model.get("trained")},
             "policy": dict(policy),
+            "closed_by": self.closed_by,
         }
+
+
+# Events built by hand (tests, tools) without a run get this identity.
+_ANONYMOUS = RunIdentity("lane1", "19700101T000000Z-000000")
 
 
 @dataclass(frozen=True)
@@ -157,6 +177,8 @@ class _Run:
     t_end: float = 0.0
     sums: dict[int, float] = field(default_factory=dict)
     count: int = 0
+    id: str = ""
+    seq: int = 0
 
     def add(self, frame: Frame, result: InferenceResult) -> None:
         for i, p in _sparse(result.classification).items():
@@ -176,8 +198,9 @@ class ReviewPolicy:
     """Smooths results, flags unsure ones, and turns stable runs into item events."""
 
     def __init__(self, cfg: ReviewConfig, *, trained: bool, labels: list[str],
-                 roi: list[float] | None = None, top_k: int = 3):
+                 roi: list[float] | None = None, top_k: int = 3, identity: RunIdentity | None = None):
         self.cfg = cfg
+        self.identity = identity or RunIdentity()
         self.trained = trained
         self.labels = list(labels)
         self.roi = list(roi) if roi is not None else None
@@ -248,7 +271,7 @@ class ReviewPolicy:
 
     # ------------------------------------------------------------ events
 
-    def _event(self, run: _Run) -> ItemEvent:
+    def _event(self, run: _Run, closed_by: str | None = None) -> ItemEvent:
         ranked = _ranked(run.sums, run.count)
         confidence = run.sums.get(run.index, 0.0) / run.count
         runner_up = max((p for i, p in ranked if i != run.index), default=0.0)
@@ -256,12 +279,13 @@ class ReviewPolicy:
         return ItemEvent(label=self._name(run.index), index=run.index, confidence=min(confidence, 1.0),
                          top=self._classification(ranked).top, review=bool(reasons),
                          review_reasons=reasons, frame_start=run.frame_start, frame_end=run.frame_end,
-                         t_start=run.t_start, t_end=run.t_end, results=run.count)
+                         t_start=run.t_start, t_end=run.t_end, results=run.count, id=run.id, seq=run.seq,
+                         closed_by=closed_by)
 
-    def _close_open(self) -> ItemEvent | None:
+    def _close_open(self, why: str) -> ItemEvent | None:
         if self._open is None:
             return None
-        event = self._event(self._open)
+        event = self._event(self._open, closed_by=why)
         self._open = None
         logger.debug("item closed: %s frames %d-%d", event.label, event.frame_start, event.frame_end)
         return event
@@ -288,7 +312,7 @@ class ReviewPolicy:
             self._empty_run += 1
             self._reset_stability()
             if self._empty_run >= self.cfg.empty_results:
-                closed = self._close_open()
+                closed = self._close_open("empty")
         else:
             self._empty_run = 0
         if not empty and result.classification is not None:
@@ -328,8 +352,9 @@ class ReviewPolicy:
         self._pending.add(frame, result)
         if self._streak < self._stable:
             return None, None
-        closed = self._close_open()
+        closed = self._close_open("label_change")
         self._open, self._pending = self._pending, None
+        self._open.id, self._open.seq = self.identity.next_event()
         opened = self._event(self._open)
         logger.debug("item opened: %s at frame %d", opened.label, opened.frame_start)
         return opened, closed
@@ -338,4 +363,4 @@ class ReviewPolicy:
         """End of input or shutdown: close the open item event, if any, and return it."""
         self._reset_stability()
         self._empty_run = 0
-        return self._close_open()
+        return self._close_open("end")

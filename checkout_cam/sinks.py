@@ -22,6 +22,7 @@ from checkout_cam.errors import CheckoutCamError
 from checkout_cam.frames import Frame
 from checkout_cam.render import OverlayRenderer, Status, replay_now
 from checkout_cam.review import Decision, ItemEvent
+from checkout_cam.schema import RunIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,9 @@ class EventLogSink:
     """
 
     def __init__(self, path: str | Path, *, max_bytes: int, backups: int, source: str, model: dict,
-                 policy: dict, wall_clock_offset: float | None):
+                 policy: dict, wall_clock_offset: float | None, identity: RunIdentity | None = None):
         self.path = Path(path)
+        self.identity = identity or RunIdentity()
         self.name = f"event log {self.path}"
         self.max_bytes = max_bytes
         self.backups = backups
@@ -97,8 +99,8 @@ class EventLogSink:
         if self._file.closed:
             raise CheckoutCamError(f"event log {self.path} is closed; event {event.label!r} "
                                    f"(frames {event.frame_start}-{event.frame_end}) not written")
-        data = event.to_dict(source=self.source, model=self.model, policy=self.policy,
-                             wall_clock_offset=self.wall_clock_offset)
+        data = event.record(identity=self.identity, source=self.source, model=self.model, policy=self.policy,
+                            wall_clock_offset=self.wall_clock_offset).to_dict()
         line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
         if self._size > 0 and self._size + len(line) > self.max_bytes:
             self._rotate()

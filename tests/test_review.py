@@ -7,6 +7,7 @@ import pytest
 from checkout_cam.config import ReviewConfig
 from checkout_cam.frames import Frame
 from checkout_cam.results import Classification, InferenceResult, Prediction
+from checkout_cam.schema import RunIdentity
 from checkout_cam.review import ItemEvent, ReviewPolicy
 
 LABELS = ["apple", "banana", "carrot", "milk"]
@@ -58,7 +59,9 @@ def policy(trained=True, **kw) -> ReviewPolicy:
     cfg = dict(min_confidence=0.6, min_margin=0.15, smoothing_window=3, stable_results=3,
                empty_threshold=12.0, empty_results=2)
     cfg.update(kw)
-    p = ReviewPolicy(ReviewConfig(**cfg), trained=trained, labels=LABELS)
+    # One fixed run identity: same input, same events, ids included.
+    p = ReviewPolicy(ReviewConfig(**cfg), trained=trained, labels=LABELS,
+                     identity=RunIdentity("lane1", "20260101T000000Z-000000"))
     p.set_background(scene(False, seed=999))
     return p
 
@@ -276,10 +279,11 @@ def test_event_line_fields_and_types():
     (ev,) = f.events()
     model = {"name": "resnet18-grocery", "sha256": "ab" * 32, "trained": True}
     line = ev.to_dict(source="box.mp4", model=model, policy=f.policy.policy_dict(), wall_clock_offset=None)
-    assert set(line) == {"type", "label", "index", "confidence", "top", "review", "review_reasons",
+    assert set(line) == {"type", "id", "seq", "lane_id", "run_id", "closed_by", "label", "index", "confidence", "top", "review", "review_reasons",
                          "frame_start", "frame_end", "t_start", "t_end", "results", "source", "model",
                          "policy"}
     assert line["type"] == "item" and line["label"] == "apple" and line["index"] == 0
+    assert line["seq"] == 1 and line["id"] == "lane1-20260101T000000Z-000000-000001"
     assert isinstance(line["confidence"], float) and isinstance(line["review"], bool)
     assert line["top"] == [{"index": 0, "label": "apple", "prob": 0.8},
                            {"index": 1, "label": "banana", "prob": 0.1},

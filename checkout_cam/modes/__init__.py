@@ -15,6 +15,7 @@ from checkout_cam.config import Config
 from checkout_cam.model import Classifier, open_classifier
 from checkout_cam.render import OverlayRenderer
 from checkout_cam.review import ReviewPolicy
+from checkout_cam.schema import RunIdentity
 from checkout_cam.sources import FrameSource, open_source
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class Parts:
     source: FrameSource
     policy: ReviewPolicy
     renderer: OverlayRenderer
+    identity: RunIdentity
 
 
 def build_parts(cfg: Config, stop: threading.Event, *, realtime: bool | None = None) -> Parts:
@@ -35,12 +37,13 @@ def build_parts(cfg: Config, stop: threading.Event, *, realtime: bool | None = N
     source = open_source(s.uri, realtime=s.realtime if realtime is None else realtime, stop=stop,
                          reconnect_initial_s=s.reconnect_initial_s, reconnect_max_s=s.reconnect_max_s,
                          stall_timeout_s=s.stall_timeout_s, loop=s.loop)
+    identity = RunIdentity(cfg.serve.lane_id)
     policy = ReviewPolicy(cfg.review, trained=clf.trained, labels=clf.labels, roi=cfg.preprocess.roi,
-                          top_k=cfg.model.top_k)
+                          top_k=cfg.model.top_k, identity=identity)
     renderer = OverlayRenderer(model_name=clf.name, trained=clf.trained, top_k=cfg.model.top_k,
                                stale_after_ms=cfg.render.stale_after_ms, font_scale=cfg.render.font_scale,
                                roi=cfg.preprocess.roi)
-    return Parts(clf, source, policy, renderer)
+    return Parts(clf, source, policy, renderer, identity)
 
 
 def stop_on_signals(stop: threading.Event) -> None:

@@ -56,7 +56,8 @@ def run_replay(cfg: Config, *, out: str | Path | None = None, log: str | Path | 
         if log:
             sinks.append(stack.enter_context(EventLogSink(
                 log, max_bytes=cfg.serve.log_max_bytes, backups=cfg.serve.log_backups, source=source.name,
-                model=parts.classifier.info(), policy=parts.policy.policy_dict(), wall_clock_offset=None)))
+                model=parts.classifier.info(), policy=parts.policy.policy_dict(), wall_clock_offset=None,
+                identity=parts.identity)))
         writer = None
         if out:
             writer = stack.enter_context(VideoWriterSink(out, fps=source.fps, size=(source.width, source.height),

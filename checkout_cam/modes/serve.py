@@ -32,7 +32,8 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
     offset = time.time() - time.monotonic()  # monotonic capture times -> wall clock for the log
     log = EventLogSink(cfg.serve.log_path, max_bytes=cfg.serve.log_max_bytes, backups=cfg.serve.log_backups,
                        source=parts.source.name, model=parts.classifier.info(),
-                       policy=parts.policy.policy_dict(), wall_clock_offset=offset)
+                       policy=parts.policy.policy_dict(), wall_clock_offset=offset,
+                       identity=parts.identity)
     pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg, sinks=[log, StderrEventSink()],
                         stop=stop)
     untrained = "" if parts.classifier.trained else " UNTRAINED model:"
