@@ -36,6 +36,8 @@ MAX_PAYLOAD = {"events": 64 * 1024, "review": 2 * 1024 * 1024, "stats": 16 * 102
                "outage": 16 * 1024}
 SUBSCRIBED = ("available", "events", "review", "stats", "outage")
 JPEG_MAGIC = b"\xff\xd8\xff"
+# A resolution sent but not acknowledged for this long is sent again (paho normally resends by itself).
+INFLIGHT_RETRY_S = 60.0
 
 
 class Ingest:
@@ -49,8 +51,9 @@ class Ingest:
         self.prefix = prefix
         self.client_id = client_id or f"checkout-cam-console-{socket.gethostname()}"
         self.connected = threading.Event()
-        self._inflight: dict[int, str] = {}     # paho message id -> event id
+        self._inflight: dict[int, tuple[str, float]] = {}   # paho message id -> (event id, sent at)
         self._acked_early: set[int] = set()
+        self._sending: set[str] = set()
         self._lock = threading.Lock()
         self._log_times: dict[str, float] = {}
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
@@ -103,15 +106,15 @@ class Ingest:
         self.flush()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        # paho resends its unacknowledged QoS 1 messages itself after the reconnect: _inflight is kept,
+        # so flush() does not send a second copy.
         self.connected.clear()
-        with self._lock:
-            self._inflight.clear()   # resent from the store's outbox on the next connect
         if reason_code != 0:
             logger.warning("lost the MQTT broker %s:%s (%s); reconnecting", self.host, self.port, reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._lock:
-            event_id = self._inflight.pop(mid, None)
+            event_id, _ = self._inflight.pop(mid, (None, 0.0))
             if event_id is None:
                 self._acked_early.add(mid)   # the ack beat _publish's bookkeeping
         if event_id is not None and not reason_code.is_failure:
@@ -200,32 +203,36 @@ class Ingest:
         """Send every resolution the broker has not acknowledged yet (QoS 1); returns how many went out."""
         if not self.connected.is_set():
             return 0
-        sent = 0
-        for record in self.store.unpublished():
-            with self._lock:
-                if record.event_id in self._inflight.values():
-                    continue
-            self._publish(record)
-            sent += 1
-        return sent
+        return sum(self._publish(record) for record in self.store.unpublished())
 
     def publish(self, record: ResolutionRecord) -> None:
         """Send one stored resolution now if connected; otherwise it waits in the store's outbox."""
         if self.connected.is_set():
             self._publish(record)
 
-    def _publish(self, record: ResolutionRecord) -> None:
+    def _publish(self, record: ResolutionRecord) -> bool:
         topic = Topics(record.lane_id, self.prefix).resolution
-        # Not under self._lock: paho calls on_publish holding its own lock, which publish() takes too.
-        info = self.client.publish(topic, json.dumps(record.to_dict()), qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            logger.warning("could not send the resolution of %s now (%s); it is kept and sent on reconnect",
-                           record.event_id, mqtt.error_string(info.rc))
-            return
-        with self._lock:
-            early = info.mid in self._acked_early
-            self._acked_early.discard(info.mid)
-            if not early:
-                self._inflight[info.mid] = record.event_id
+        with self._lock:   # one copy in flight per resolution, whoever calls (web, flush, reconnect)
+            now = time.monotonic()
+            if record.event_id in self._sending or any(
+                    e == record.event_id and now - t < INFLIGHT_RETRY_S for e, t in self._inflight.values()):
+                return False
+            self._sending.add(record.event_id)
+        try:
+            # Not under self._lock: paho calls on_publish holding its own lock, which publish() takes too.
+            info = self.client.publish(topic, json.dumps(record.to_dict()), qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                logger.warning("could not send the resolution of %s now (%s); it is kept and sent on reconnect",
+                               record.event_id, mqtt.error_string(info.rc))
+                return False
+            with self._lock:
+                early = info.mid in self._acked_early
+                self._acked_early.discard(info.mid)
+                if not early:
+                    self._inflight[info.mid] = (record.event_id, time.monotonic())
+        finally:
+            with self._lock:
+                self._sending.discard(record.event_id)
         if early:
             self.store.mark_published(record.event_id)
+        return True
