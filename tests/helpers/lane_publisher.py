@@ -26,9 +26,11 @@ from checkout_cam.schema import EventEnvelope, ResolutionRecord, RunIdentity, Sc
 
 
 def read_frame(video: Path, index: int):
+    """Frame ``index`` of the video (wrapping around at its end)."""
     cap = cv2.VideoCapture(str(video))
     try:
-        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 1
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index % count)
         ok, frame = cap.read()
     finally:
         cap.release()

@@ -221,7 +221,8 @@ function renderQueue(queue) {
   for (const card of [...box.querySelectorAll(".card")]) {
     if (!ids.has(card.dataset.id) && !card.classList.contains("leaving")) {
       card.classList.add("leaving");
-      setTimeout(() => card.remove(), card.classList.contains("done") ? 800 : 0);
+      // an answered card shows its answer for a moment; one answered elsewhere goes at once
+      setTimeout(() => card.remove(), card.classList.contains("done") ? 600 : 0);
     }
   }
   const fresh = [];
