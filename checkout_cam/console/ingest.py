@@ -66,6 +66,7 @@ class Ingest:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
         self._keepalive = keepalive
         self._started = False
 
@@ -101,6 +102,14 @@ class Ingest:
             return
         logger.info("connected to MQTT broker %s:%s as %s", self.host, self.port, self.client_id)
         client.subscribe([(store_filter(kind, self.prefix), 1) for kind in SUBSCRIBED])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            logger.error("the MQTT broker refused the console's subscriptions (%s): check its ACL",
+                         ", ".join(refused))
+            return
+        # connected = subscribed: from now on nothing a lane sends is missed
         self.connected.set()
         self.store.count("mqtt_connects")
         self.flush()

@@ -158,8 +158,8 @@ def test_attendant_resolves_two_lanes_in_chromium(tmp_path, mosquitto, videos, c
     latencies: list[float] = []
     try:
         console.start()
-        lane1.stats(camera_fps=29.97, inference_fps=14.2, outbox=0)
-        lane2.stats(camera_fps=30.0, inference_fps=13.8, outbox=3)
+        lane1.stats(camera_fps=29.97, inference_fps=14.2, camera_online=True, mqtt={"outbox_depth": 0})
+        lane2.stats(camera_fps=30.0, inference_fps=13.8, camera_online=True, mqtt={"outbox_depth": 3})
         log_in(browser, console.url, "ann", "ann-secret-1")
         wait(browser, "document.querySelectorAll('.lane').length === 2", what="two lanes in the grid")
 

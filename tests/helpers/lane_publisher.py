@@ -128,7 +128,7 @@ class LanePublisher:
         self.client.publish(self.topics.events, json.dumps(env.to_dict()), qos=1).wait_for_publish(5)
 
     def stats(self, **figures) -> None:
-        self.client.publish(self.topics.stats, json.dumps(figures), qos=0).wait_for_publish(5)
+        self.client.publish(self.topics.stats, json.dumps(figures), qos=1, retain=True).wait_for_publish(5)
 
     def raw(self, topic: str, payload: bytes | str) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(5)

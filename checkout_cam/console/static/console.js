@@ -98,7 +98,8 @@ function renderLanes(lanes) {
   if (!lanes.length) { box.append(el("p", { class: "empty", text: "No lane has reported yet." })); return; }
   for (const l of lanes) {
     const cam = stat(l.stats, "camera_fps"), inf = stat(l.stats, "inference_fps");
-    const outbox = stat(l.stats, "outbox", "outbox_depth", "outbox_pending", "queued");
+    // the lane's MQTT link reports its outbox under stats.mqtt (fleet/lane_stats.py)
+    const outbox = stat(l.stats && l.stats.mqtt, "outbox_depth") ?? stat(l.stats, "outbox_depth", "outbox");
     const item = l.current_label
       ? el("span", { class: l.current_review ? "item review" : "item", text: l.current_label })
       : el("span", { class: "item none", text: "no item" });
@@ -107,7 +108,8 @@ function renderLanes(lanes) {
         el("b", { text: l.lane_id }),
         el("span", { class: `avail ${l.available}`, text: l.available }),
         el("span", { class: "since", "data-since": l.available_since || "", text: l.available_since ? `for ${ago(l.available_since)}` : "" })),
-      el("div", { class: "lane-item" }, item),
+      el("div", { class: "lane-item" }, item,
+        l.stats && l.stats.camera_online === false ? el("span", { class: "cam-off", text: " camera offline" }) : null),
       el("div", { class: "lane-stats" },
         el("span", { text: `camera ${cam == null ? "–" : cam.toFixed(1)} fps` }),
         el("span", { text: `model ${inf == null ? "–" : inf.toFixed(1)} fps` }),
@@ -301,7 +303,7 @@ async function refresh() {
     serverOffset = Date.parse(s.now) - Date.now();
     lastState = s;
     const broker = document.getElementById("broker");
-    broker.textContent = s.broker === false ? "broker offline" : "broker connected";
+    broker.textContent = s.broker === false ? "broker offline" : "broker ok";
     broker.className = s.broker === false ? "pill bad" : "pill ok";
     renderLanes(s.lanes);
     renderQueue(s.queue);
