@@ -29,7 +29,7 @@ import secrets
 import time
 from pathlib import Path
 from string import Template
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
@@ -190,7 +190,9 @@ def create_app(console: Console, *, secure_cookies: bool = False, session_ttl_s:
                 "broker": bool(broker and broker.connected.is_set()) if broker is not None else None,
                 "lanes": store.lanes(), "counters": store.counters(),
                 "queue": [{"id": q.id, "lane_id": q.lane_id, "state": q.state, "received_at": q.received_at,
-                           "picture": f"/api/pictures/{q.id}.jpg" if q.has_picture else None,
+                           # a lane may send a better picture at the end: the stamp makes it a new URL
+                           "picture": f"/api/pictures/{q.id}.jpg?v={quote(q.picture_at or '')}"
+                           if q.has_picture else None,
                            "label": q.record.get("label"), "confidence": q.record.get("confidence"),
                            "top": q.record.get("top", [])[:3], "reasons": q.record.get("review_reasons", []),
                            "t_start": q.record.get("t_start")} for q in store.queue()]}

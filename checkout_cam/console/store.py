@@ -117,6 +117,7 @@ class QueueItem:
     record: dict
     received_at: str
     has_picture: bool
+    picture_at: str | None = None
 
 
 def _parse_iso(text: str | None) -> datetime | None:
@@ -303,12 +304,13 @@ class Store:
     def queue(self, limit: int = 200) -> list[QueueItem]:
         """Flagged items nobody has answered yet, across lanes, oldest first."""
         rows = self._all(
-            "SELECT e.id, e.lane_id, e.state, e.record, e.received_at, p.event_id IS NOT NULL AS has_picture "
+            "SELECT e.id, e.lane_id, e.state, e.record, e.received_at, p.event_id IS NOT NULL AS has_picture, "
+            "p.received_at AS picture_at "
             "FROM events e LEFT JOIN resolutions r ON r.event_id = e.id "
             "LEFT JOIN pictures p ON p.event_id = e.id "
             "WHERE e.review = 1 AND r.event_id IS NULL ORDER BY e.received_at, e.id LIMIT ?", (limit,))
         return [QueueItem(r["id"], r["lane_id"], r["state"], json.loads(r["record"]), r["received_at"],
-                          bool(r["has_picture"])) for r in rows]
+                          bool(r["has_picture"]), r["picture_at"]) for r in rows]
 
     def queue_length(self) -> int:
         row = self._one("SELECT COUNT(*) AS n FROM events e LEFT JOIN resolutions r ON r.event_id = e.id "

@@ -164,8 +164,8 @@ def test_attendant_resolves_two_lanes_in_chromium(tmp_path, mosquitto, videos, c
         wait(browser, "document.querySelectorAll('.lane').length === 2", what="two lanes in the grid")
 
         a, b = lane1.item(200), lane2.item(100)
-        for lane, item in ((lane1, a), (lane2, b)):
-            lane.open(item)
+        for lane, item, first in ((lane1, a, True), (lane2, b, False)):
+            lane.open(item, picture_first=first)
             seen = wait(browser, f"window.__queueSeen[{json.dumps(item.id)}]", what=f"{item.id} in the queue")
             latencies.append(seen / 1000 - lane.published_at[item.id])
         wait(browser, "[...document.querySelectorAll('.card img')].every(i => i.complete && i.naturalWidth > 0) "
@@ -237,7 +237,7 @@ def test_attendant_resolves_two_lanes_in_chromium(tmp_path, mosquitto, videos, c
         for i in range(24):
             lane = (lane1, lane2)[i % 2]
             item = lane.item(300 + 5 * i)
-            lane.open(item, picture=i % 4 != 3)
+            lane.open(item, picture=i % 4 != 3, picture_first=i % 3 == 0)
             seen = wait(browser, f"window.__queueSeen[{json.dumps(item.id)}]", what=f"item {i}")
             latencies.append(seen / 1000 - lane.published_at[item.id])
             time.sleep(0.15)

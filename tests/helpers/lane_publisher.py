@@ -112,14 +112,17 @@ class LanePublisher:
         assert ok
         return buf.tobytes()
 
-    def open(self, event: ItemEvent, *, picture: bool = True) -> str:
-        """Publish the review picture and the ``new`` envelope, as a lane does when a flagged item opens."""
-        if picture and event.review:
+    def open(self, event: ItemEvent, *, picture: bool = True, picture_first: bool = False) -> str:
+        """Publish the ``new`` envelope and then the review picture, as a lane does when a flagged item
+        opens (``picture_first``: the other way round, which a console must handle too)."""
+        if picture and event.review and picture_first:
             self.client.publish(self.topics.review(event.id), self.jpeg(event), qos=1).wait_for_publish(5)
         rec = self.record(event)
         self.published_at[event.id] = time.time()
         env = EventEnvelope("new", event.id, event.seq, rec)
         self.client.publish(self.topics.events, json.dumps(env.to_dict()), qos=1).wait_for_publish(5)
+        if picture and event.review and not picture_first:
+            self.client.publish(self.topics.review(event.id), self.jpeg(event), qos=1).wait_for_publish(5)
         return event.id
 
     def end(self, event: ItemEvent) -> None:

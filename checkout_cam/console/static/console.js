@@ -229,8 +229,28 @@ function renderQueue(queue) {
   }
   const fresh = [];
   for (const item of queue) {
-    if (document.getElementById(`item-${item.id}`)) continue;
+    const sig = JSON.stringify([item.picture, item.state, item.top, item.reasons, item.label]);
+    const old = document.getElementById(`item-${item.id}`);
+    if (old) {
+      // the picture may come after the item, and its end may bring a new Top-3: redraw, unless
+      // the attendant is in the middle of answering it (then only the picture changes)
+      if (old.dataset.sig !== sig && !old.classList.contains("leaving") && !old.classList.contains("busy")) {
+        if (old.querySelector(".correct-panel")) {
+          const pic = old.querySelector(".pic");
+          if (item.picture && pic) pic.replaceWith(queueCard(item).querySelector(".pic"));
+        } else {
+          const card = queueCard(item);
+          card.dataset.received = item.received_at;
+          old.replaceWith(card);
+          card.dataset.sig = sig;
+          continue;
+        }
+        old.dataset.sig = sig;
+      }
+      continue;
+    }
     const card = queueCard(item);
+    card.dataset.sig = sig;
     // oldest first: insert before the first card that is newer
     const after = [...box.querySelectorAll(".card:not(.leaving)")].find(c => c.dataset.received > item.received_at);
     card.dataset.received = item.received_at;
