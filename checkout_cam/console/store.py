@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from checkout_cam.schema import ItemRecord, ResolutionRecord, utc_now_iso
 
@@ -452,7 +452,3 @@ class Store:
                 raise
             self._db.execute("COMMIT")
         return {"events": events, "pictures": pictures}
-
-
-def as_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
