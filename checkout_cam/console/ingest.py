@@ -98,7 +98,8 @@ class Ingest:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            logger.warning("MQTT broker %s:%s refused the console: %s", self.host, self.port, reason_code)
+            logger.warning("MQTT broker %s:%s refused the console: %s (check --mqtt-username and its password; "
+                           "retrying)", self.host, self.port, reason_code)
             return
         logger.info("connected to MQTT broker %s:%s as %s", self.host, self.port, self.client_id)
         client.subscribe([(store_filter(kind, self.prefix), 1) for kind in SUBSCRIBED])

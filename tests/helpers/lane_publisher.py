@@ -40,7 +40,8 @@ def read_frame(video: Path, index: int):
 
 
 class LanePublisher:
-    def __init__(self, host: str, port: int, lane_id: str, video: Path, classifier, *, roi=None):
+    def __init__(self, host: str, port: int, lane_id: str, video: Path, classifier, *, roi=None,
+                 username: str | None = None, password: str | None = None):
         self.lane_id = lane_id
         self.video = Path(video)
         self.classifier = classifier
@@ -54,6 +55,8 @@ class LanePublisher:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-lane-{lane_id}",
                                   clean_session=False)
         self.client.will_set(self.topics.available, "offline", qos=1, retain=True)
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self._connected = threading.Event()
