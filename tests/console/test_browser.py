@@ -243,6 +243,8 @@ def test_attendant_resolves_two_lanes_in_chromium(tmp_path, mosquitto, videos, c
             time.sleep(0.15)
         browser.set_window_size(390, 844)     # a phone
         time.sleep(0.5)
+        browser.execute_script("window.scrollTo(0, document.querySelector('#queue-section').offsetTop - 8)")
+        time.sleep(0.3)
         shot(browser, "console-phone.png", tmp_path)
         browser.set_window_size(1280, 1000)
 
