@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from checkout_cam.console.server import ConsoleOptions, serve_console
-    from checkout_cam.console.service import read_labels
+    from checkout_cam.console.service import read_labels, read_model_labels
 
     http_host, http_port = _host_port(args.http, 8090, "--http")
     mqtt_host, mqtt_port = _host_port(args.mqtt, 1883, "--mqtt")
@@ -156,8 +156,11 @@ def run(args: argparse.Namespace) -> int:
             raise CheckoutCamError(f"--mqtt-password-file {args.mqtt_password_file}: cannot read a password "
                                    f"({exc})") from None
     labels: list[str] = []
+    models: dict[str, list[str]] = {}
     for model in args.model:
-        labels += read_labels(model, None)
+        sha, names = read_model_labels(model)
+        models[sha] = names
+        labels += names
     if args.labels:
         try:
             labels += read_labels(None, args.labels)
@@ -170,6 +173,6 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     opts = ConsoleOptions(data=data, http_host=http_host, http_port=http_port, mqtt_host=mqtt_host,
                           mqtt_port=mqtt_port, mqtt_username=args.mqtt_username, mqtt_password=password,
-                          name=args.name, labels=tuple(dict.fromkeys(labels)), tls_cert=args.tls_cert,
+                          name=args.name, labels=tuple(dict.fromkeys(labels)), models=models, tls_cert=args.tls_cert,
                           tls_key=args.tls_key, keep_days=args.keep_days, session_hours=args.session_hours)
     return serve_console(opts, stop)

@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from checkout_cam.console.ingest import Ingest
@@ -36,6 +36,7 @@ class ConsoleOptions:
     mqtt_password: str | None = None
     name: str = ""
     labels: tuple[str, ...] = ()
+    models: dict = field(default_factory=dict)     # sha256 -> labels of each --model
     tls_cert: str | None = None
     tls_key: str | None = None
     keep_days: float = 90.0
@@ -79,7 +80,7 @@ def serve_console(opts: ConsoleOptions, stop: threading.Event | None = None,
         client_id = f"checkout-cam-console-{opts.name}" if opts.name else None
         ingest = Ingest(store, opts.mqtt_host, opts.mqtt_port, client_id=client_id,
                         username=opts.mqtt_username, password=opts.mqtt_password)
-        console = Console(store, publisher=ingest, labels=opts.labels, name=opts.name)
+        console = Console(store, publisher=ingest, labels=opts.labels, name=opts.name, models=opts.models)
         console.repair_corrections()
         app = create_app(console, secure_cookies=tls, session_ttl_s=opts.session_hours * 3600, broker=ingest)
         config = uvicorn.Config(app, host=opts.http_host, port=opts.http_port, log_level="warning",

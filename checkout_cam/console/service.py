@@ -15,7 +15,7 @@ import os
 import re
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -47,12 +47,17 @@ def label_folder(label: str) -> str:
     return name or "_"
 
 
+def read_model_labels(model: str) -> tuple[str, list[str]]:
+    """(sha256 of the file, its labels): the sha256 is what the lanes' events name their model by."""
+    from checkout_cam.model.artifact import file_sha256, read_meta  # torch only when a model is named
+    return file_sha256(model), list(read_meta(model).labels)
+
+
 def read_labels(model: str | None, labels_file: str | None) -> list[str]:
     """The products an attendant can pick from: a model artifact's labels and/or a text file's lines."""
     out: list[str] = []
     if model:
-        from checkout_cam.model import read_meta  # torch is imported only when a model is named
-        out.extend(read_meta(model).labels)
+        out.extend(read_model_labels(model)[1])
     if labels_file:
         text = Path(labels_file).read_text(encoding="utf-8-sig")
         out.extend(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
@@ -66,6 +71,8 @@ class Console:
     publisher: Publisher | None = None
     labels: tuple[str, ...] = ()
     name: str = ""
+    # model sha256 -> its labels (--model): a corrected label's index is the lane model's own class index
+    models: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.name = self.name or f"console@{socket.gethostname()}"
@@ -95,17 +102,13 @@ class Console:
             label = " ".join(label.split())
             if len(label) > MAX_LABEL:
                 raise ResolveError(400, f"label longer than {MAX_LABEL} characters")
-            known = self.all_labels()
-            if not (isinstance(index, int) and not isinstance(index, bool)):
-                index = None
-            # the index travels only when it is really the model's index of that label
-            model_index = {p["label"]: p["index"] for p in record.get("top", [])}
-            if label in model_index:
-                index = model_index[label]
-            elif index is not None and not (0 <= index < len(self.labels) and self.labels[index] == label):
-                index = None
-            if label not in known:
-                index = None   # "not in the list": free text
+            # the index travels only when it is really the lane model's index of that label: from the
+            # event's own Top-k, or from the --model artifact the lane runs (same sha256); else None
+            # (a label of another model, or "not in the list" free text). What the page sent is not trusted.
+            index = {p["label"]: p["index"] for p in record.get("top", [])}.get(label)
+            lane_labels = self.models.get((record.get("model") or {}).get("sha256"))
+            if index is None and lane_labels and label in lane_labels:
+                index = lane_labels.index(label)
         else:
             label, index = None, None
         try:

@@ -32,7 +32,9 @@ def setup(tmp_path):
     store.add_user("ann", "attendant", hash_password("ann-secret-1"))
     store.add_user("vic", "viewer", hash_password("vic-secret-1"))
     pub = Recorder()
-    console = Console(store, publisher=pub, labels=("Banana", "Apple", "Kiwi", "Oat-Milk"), name="test-console")
+    labels = ("Banana", "Apple", "Kiwi", "Oat-Milk")
+    # the lanes' model (sha256 "x" in make_record) has these labels
+    console = Console(store, publisher=pub, labels=labels, name="test-console", models={"x": list(labels)})
     app = create_app(console, limiter=LoginLimiter(attempts=3, window_s=60))
     yield store, console, pub, app
     store.close()
@@ -105,9 +107,9 @@ def test_resolutions_roles_csrf_corrections_and_history(setup):
 
     r = c.post("/api/resolve", json={"event_id": a.id, "outcome": "accept"}, headers={"X-CSRF-Token": token})
     assert r.status_code == 200 and r.json()["label"] == "Banana"
-    r = c.post("/api/resolve", json={"event_id": b.id, "outcome": "correct", "label": "Oat-Milk", "index": 3},
+    r = c.post("/api/resolve", json={"event_id": b.id, "outcome": "correct", "label": "Oat-Milk", "index": 1},
                headers={"X-CSRF-Token": token})
-    assert r.status_code == 200 and r.json()["index"] == 3
+    assert r.status_code == 200 and r.json()["index"] == 3     # the lane model's index, not the page's
     r = c.post("/api/resolve", json={"event_id": n.id, "outcome": "correct", "label": "Rye bread / sliced"},
                headers={"X-CSRF-Token": token})
     assert r.status_code == 200 and r.json()["index"] is None and r.json()["correction"] is None   # no picture
