@@ -203,13 +203,20 @@ class Outbox:
                 return False
             return self._db.execute("SELECT 1 FROM event_ids WHERE id = ?", (event_id,)).fetchone() is not None
 
-    def remember_resolution(self, event_id: str, record_json: str) -> bool:
-        """Keep an accepted resolution; False when the same one was already kept (a redelivery)."""
+    def has_resolution(self, event_id: str, record_json: str) -> bool:
+        """This very resolution was kept already (a redelivery)."""
         with self._lock:
             if self._db is None:
                 return False
             old = self._db.execute("SELECT record FROM resolutions WHERE event_id = ?", (event_id,)).fetchone()
-            if old is not None and old[0] == record_json:
+            return old is not None and old[0] == record_json
+
+    def remember_resolution(self, event_id: str, record_json: str) -> bool:
+        """Keep an accepted resolution; False when the same one was already kept (a redelivery)."""
+        if self.has_resolution(event_id, record_json):
+            return False
+        with self._lock:
+            if self._db is None:
                 return False
             self._db.execute("INSERT OR REPLACE INTO resolutions VALUES (?, ?, ?)", (event_id, record_json, time.time()))
             return True
