@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS event_ids (
     id TEXT PRIMARY KEY,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    ended INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS resolutions (
     event_id TEXT PRIMARY KEY,
@@ -56,6 +57,8 @@ CREATE TABLE IF NOT EXISTS resolutions (
     received REAL NOT NULL
 );
 """
+_REMEMBER = ("INSERT INTO event_ids (id, created, ended) VALUES (?, ?, ?) "
+             "ON CONFLICT(id) DO UPDATE SET ended = MAX(ended, excluded.ended)")
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,9 @@ class Outbox:
     # ------------------------------------------------------------ adding
 
     def add(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-            event_id: str | None = None) -> int | None:
-        """Commit one message (and remember ``event_id`` as this lane's); its row, or None when full."""
+            event_id: str | None = None, ended: bool = False) -> int | None:
+        """Commit one message (and remember ``event_id`` as this lane's, ``ended``: its closed event was
+        handed over); its row, or None when full."""
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         now = time.time()
@@ -121,7 +125,7 @@ class Outbox:
             if self._bytes + len(payload) > self.max_bytes:
                 self.dropped += 1
                 if event_id is not None:  # still this lane's event: a resolution for it must be accepted
-                    self._db.execute("INSERT OR IGNORE INTO event_ids VALUES (?, ?)", (event_id, now))
+                    self._db.execute(_REMEMBER, (event_id, now, int(ended)))
                 self._log_full(topic)
                 return None
             db = self._db
@@ -130,7 +134,7 @@ class Outbox:
                 row = db.execute("INSERT INTO outbox (topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?)",
                                  (topic, payload, qos, int(retain), now)).lastrowid
                 if event_id is not None:
-                    db.execute("INSERT OR IGNORE INTO event_ids VALUES (?, ?)", (event_id, now))
+                    db.execute(_REMEMBER, (event_id, now, int(ended)))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -210,6 +214,14 @@ class Outbox:
                 return False
             old = self._db.execute("SELECT record FROM resolutions WHERE event_id = ?", (event_id,)).fetchone()
             return old is not None and old[0] == record_json
+
+    def ended_event(self, event_id: str) -> bool:
+        """The closed event was committed (or dropped by a full outbox) already."""
+        with self._lock:
+            if self._db is None:
+                return False
+            row = self._db.execute("SELECT ended FROM event_ids WHERE id = ?", (event_id,)).fetchone()
+            return row is not None and bool(row[0])
 
     def remember_resolution(self, event_id: str, record_json: str) -> bool:
         """Keep an accepted resolution; False when the same one was already kept (a redelivery)."""

@@ -27,6 +27,7 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -236,13 +237,40 @@ class MqttPublisher:
         t0 = time.perf_counter()
         envelope = EventEnvelope(kind, record.id, record.seq, record)
         payload = json.dumps(envelope.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self._add(self.topics.events, payload, event_id=record.id)
+        self._add(self.topics.events, payload, event_id=record.id, ended=kind == "end")
         if timed:
             self.write_ms.add((time.perf_counter() - t0) * 1000)
         if image is not None and self.review_images:
             self._add(self.topics.review(record.id), review_jpeg(image, self.roi, max_px=self.review_max_px))
             if self._best is not None:
                 self._review_sent[record.id] = self._best[0]
+
+    def recover_from_log(self, log_path: str, tail_bytes: int = 2_000_000) -> int:
+        """Publish closed events the event log holds but the outbox never got: the log is written first,
+        so a lane killed between the two writes left such an event behind. Reads the log's tail."""
+        path = Path(log_path)
+        if not path.exists():
+            return 0
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - tail_bytes))
+            lines = f.read().splitlines()[1 if size > tail_bytes else 0:]
+        recovered = 0
+        for line in lines:
+            try:
+                data = json.loads(line)
+                if not isinstance(data, dict) or data.get("type") != "item" or data.get("lane_id") != self.lane_id:
+                    continue
+                if self.outbox.ended_event(data["id"]):
+                    continue
+                self.publish_envelope("end", ItemRecord.from_dict(data))
+                recovered += 1
+            except (ValueError, KeyError, TypeError):
+                continue   # a line cut by the crash, or not an item
+        if recovered:
+            logger.warning("MQTT: %d event(s) were in %s but not in the outbox (the lane stopped between the "
+                           "two writes): queued now", recovered, path)
+        return recovered
 
     def publish_record(self, kind: str, record) -> None:
         """Another schema record (``outage``) to its topic, through the outbox."""
@@ -253,8 +281,9 @@ class MqttPublisher:
         """The stats line's figures, retained (a dashboard sees each lane's latest at once)."""
         self._add(self.topics.stats, json.dumps(_finite(stats), separators=(",", ":")), retain=True)
 
-    def _add(self, topic: str, payload: bytes | str, *, retain: bool = False, event_id: str | None = None) -> None:
-        self.outbox.add(topic, payload, qos=1, retain=retain, event_id=event_id)
+    def _add(self, topic: str, payload: bytes | str, *, retain: bool = False, event_id: str | None = None,
+             ended: bool = False) -> None:
+        self.outbox.add(topic, payload, qos=1, retain=retain, event_id=event_id, ended=ended)
         self._wake.set()
 
     # ------------------------------------------------------------ the drain thread
@@ -467,8 +496,10 @@ def publisher_for_serve(cfg, *, record_of: Callable[[ItemEvent], ItemRecord],
     m = cfg.mqtt
     if not m.host:
         return None
-    return MqttPublisher(BrokerSettings.from_config(m), lane_id=cfg.serve.lane_id, state_dir=m.state_dir,
+    publisher = MqttPublisher(BrokerSettings.from_config(m), lane_id=cfg.serve.lane_id, state_dir=m.state_dir,
                          record_of=record_of, prefix=m.topic_prefix, client_id=m.client_id,
                          roi=cfg.preprocess.roi, review_images=m.review_images, review_max_px=m.review_max_px,
                          outbox_max_bytes=int(m.outbox_max_mb * 1e6), shutdown_drain_s=m.shutdown_drain_s,
                          on_resolution=on_resolution, local_log=cfg.serve.log_path)
+    publisher.recover_from_log(cfg.serve.log_path)
+    return publisher

@@ -80,6 +80,7 @@ def test_a_broker_outage_fills_the_outbox_and_it_drains_in_order(broker, tmp_pat
         while len(got) < 13 and time.monotonic() < deadline:
             time.sleep(0.05)
     logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["seq"] for e in got] == [e["seq"] for e in logged]
     assert got == logged and len(got) == 13
     assert [e["seq"] for e in got] == list(range(1, 14))
     assert pub.status().reconnects >= 1
@@ -158,3 +159,21 @@ def test_the_lane_acts_only_on_valid_resolutions_of_its_own_events(broker, tmp_p
     lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [line["type"] for line in lines] == ["item", "resolution"]
     assert lines[1]["event_id"] == own and lines[1]["outcome"] == "correct"
+
+
+def test_an_event_logged_but_never_committed_to_the_outbox_is_recovered_from_the_log(broker, tmp_path):
+    """SIGKILL between the log line and the outbox commit: the next start finds it in the log."""
+    identity = RunIdentity("lane1")
+    with _log(tmp_path, identity) as log:
+        drive_items([log], [(1, [0.9, 0.9]), (2, [0.9, 0.9])], identity=identity)   # the log only
+        sub = Collector(broker, "checkout_cam/lane1/events")
+        try:
+            with _publisher(broker, tmp_path, log) as pub:
+                assert pub.recover_from_log(str(tmp_path / "events.jsonl")) == 2
+                assert pub.recover_from_log(str(tmp_path / "events.jsonl")) == 0   # once only
+                assert pub.wait_drained(10)
+            assert sub.wait_for(lambda: len(sub.on("checkout_cam/lane1/events")) == 2)
+        finally:
+            sub.close()
+    logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [json.loads(p)["event"] for p in sub.on("checkout_cam/lane1/events")] == logged

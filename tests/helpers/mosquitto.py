@@ -6,6 +6,7 @@ persistence file (in tmp), like a store's broker restarted by systemd.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -33,7 +34,8 @@ class Broker:
         self.host = "127.0.0.1"
         self.log = self.dir / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
-        lines = [f"listener {self.port} 127.0.0.1", f"log_dest file {self.log}", "log_type all",
+        # Run as root (as CI does) mosquitto would switch to user "mosquitto", who cannot write in tmp.
+        lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", f"log_dest file {self.log}", "log_type all",
                  "connection_messages true"]
         if persistence:
             lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
