@@ -177,3 +177,21 @@ def test_an_event_logged_but_never_committed_to_the_outbox_is_recovered_from_the
             sub.close()
     logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [json.loads(p)["event"] for p in sub.on("checkout_cam/lane1/events")] == logged
+
+
+def test_a_failing_outbox_is_a_sink_failure_and_a_dead_broker_is_not(tmp_path):
+    from checkout_cam.fleet.connection import BrokerSettings
+    from checkout_cam.sinks import SinkGroup
+    from tests.helpers.mosquitto import free_port
+    identity = RunIdentity("lane1")
+    with _log(tmp_path, identity) as log:
+        pub = MqttPublisher(BrokerSettings(host="127.0.0.1", port=free_port(), reconnect_min_s=0.2,
+                                           reconnect_max_s=1.0),
+                            lane_id="lane1", state_dir=str(tmp_path / "state"), record_of=log.record)
+        with pub, SinkGroup([log, pub]) as group:
+            drive_items([group], [(1, [0.9, 0.9])], identity=identity)   # nobody listening: fine
+            assert group.failures == {} and pub.outbox.depth == 3 and pub.status().state != "connected"
+            pub.outbox.close()   # the disk went away
+            drive_items([group], [(2, [0.9, 0.9])], identity=identity)
+            assert group.failures.get("mqtt", 0) >= 1 and "event log" not in " ".join(group.failures)
+    assert len(log.path.read_text().splitlines()) == 2   # the log still has both

@@ -5,9 +5,11 @@ CI runs one 10 s outage and one SIGKILL. The issue's full target (5 outages, 2 c
 same test with CHECKOUT_CAM_FLEET_SOAK=1 (about 2.5 minutes).
 """
 
+import json
 import os
 import time
 
+from tests.fleet.conftest import Collector
 from tests.fleet.lanes import Consumer, Lane
 from tests.helpers.mosquitto import Broker
 
@@ -64,6 +66,12 @@ def test_two_lanes_through_broker_outages_and_lane_crashes_lose_nothing(tmp_path
         consumer.wait_lines(total, timeout=20)
         consumer_text = consumer.stop()
         mark("consumer has them")
+        retained = Collector(broker, "checkout_cam/+/+")   # what a dashboard connecting now sees
+        try:
+            retained.wait_for(lambda: len(retained.messages) >= 4, timeout=10)
+            last = {t: p for t, p, r in retained.messages if r}
+        finally:
+            retained.close()
     finally:
         for lane in lanes:
             lane.close()
@@ -79,3 +87,8 @@ def test_two_lanes_through_broker_outages_and_lane_crashes_lose_nothing(tmp_path
     assert len(set(runs)) == KILLS + 1 and runs == sorted(runs)  # each start a new run, sorting after the last
     assert "lost the broker" in a.text and "connected to" in b.text
     print(consumer_text.strip().splitlines()[-1])
+    for lane in lanes:
+        assert last[f"checkout_cam/{lane.lane}/available"] == b"stopped"
+        stats = json.loads(last[f"checkout_cam/{lane.lane}/stats"])
+        assert stats["lane_id"] == lane.lane and stats["mqtt"]["state"] == "connected"
+        assert {"camera_fps", "inference_fps", "latency_p95_ms", "items", "flagged", "sink_failures"} <= set(stats)
