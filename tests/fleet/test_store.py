@@ -50,8 +50,8 @@ def test_two_lanes_through_broker_outages_and_lane_crashes_lose_nothing(tmp_path
                 time.sleep(OUTAGE_S)
                 outage_items += sum(len(lane.items()) for lane in lanes) - before
                 broker.start()
-                assert a.wait_items(len(a.items()) + 1, timeout=30), a.text[-3000:]
-                mark(f"outage {i + 1} over, lane A logged another item")
+                time.sleep(1.0)                   # lane A is draining its backlog when it is killed
+                mark(f"outage {i + 1} over")
             if i < KILLS:
                 a.kill()                          # lane A crashes ...
                 a.start()                         # ... and systemd starts it again
@@ -87,6 +87,8 @@ def test_two_lanes_through_broker_outages_and_lane_crashes_lose_nothing(tmp_path
     assert len(set(runs)) == KILLS + 1 and runs == sorted(runs)  # each start a new run, sorting after the last
     assert "lost the broker" in a.text and "connected to" in b.text
     print(consumer_text.strip().splitlines()[-1])
+    for lane in lanes:   # with -s: what each lane's stats line said last (outbox depth, write p95)
+        print(lane.lane, [line for line in lane.text.splitlines() if "stats:" in line][-1].split("stats: ")[-1])
     for lane in lanes:
         assert last[f"checkout_cam/{lane.lane}/available"] == b"stopped"
         stats = json.loads(last[f"checkout_cam/{lane.lane}/stats"])
