@@ -296,23 +296,22 @@ class MqttPublisher:
             self._apply_acks(inflight)
             if self._stop.is_set():
                 break
-            if self._connected.is_set() and len(inflight) < WINDOW:
-                try:
-                    batch = self.outbox.pending(last_row, WINDOW - len(inflight))
-                except Exception:
-                    logger.exception("MQTT: reading the outbox failed")
-                    batch = []
-                for m in batch:
-                    info = self.client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
-                    if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                        self._warn("publish", f"MQTT: publish to {m.topic} failed ({mqtt.error_string(info.rc)}); "
-                                              f"retrying")
-                        break
-                    inflight[info.mid] = m.row
-                    last_row = m.row
-            if time.monotonic() - pruned > 3600:
-                pruned = time.monotonic()
-                self.outbox.prune()
+            try:
+                if self._connected.is_set() and len(inflight) < WINDOW:
+                    for m in self.outbox.pending(last_row, WINDOW - len(inflight)):
+                        info = self.client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+                        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                            self._warn("publish", f"MQTT: publish to {m.topic} failed "
+                                                  f"({mqtt.error_string(info.rc)}); retrying")
+                            break
+                        inflight[info.mid] = m.row
+                        last_row = m.row
+                if time.monotonic() - pruned > 3600:
+                    pruned = time.monotonic()
+                    self.outbox.prune()
+            except Exception:   # this thread must outlive any one bad moment; the rows stay for later
+                logger.exception("MQTT: the outbox thread failed; retrying in 1 s")
+                self._stop.wait(1.0)
             self._wake.wait(0.5)
             self._wake.clear()
 
