@@ -352,9 +352,11 @@ class MqttPublisher:
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._state = "disconnected" if self._state != "refused" else "refused"
+        tls = (" (or TLS failed: check that mqtt.tls_ca signed the broker's certificate and that it names "
+               f"{self.settings.host})") if self.settings.tls_ca else ""
         self._last_error = self._last_error if self._state == "refused" else \
-            f"cannot reach the broker at {self.settings.address}"
-        self._warn("unreachable", f"MQTT: cannot reach the broker at {self.settings.address}; retrying with backoff "
+            f"cannot reach the broker at {self.settings.address}{tls}"
+        self._warn("unreachable", f"MQTT: cannot reach the broker at {self.settings.address}{tls}; retrying with backoff "
                                   f"(up to {self.settings.reconnect_max_s:g} s). The lane keeps running and "
                                   f"logging locally; events wait in the outbox ({self.outbox.depth})")
 

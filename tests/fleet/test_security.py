@@ -98,3 +98,36 @@ def test_under_the_documented_acl_each_lane_writes_only_its_own_topics(tmp_path)
     assert got == [line for line in logged if line["type"] == "item"] and len(got) == 2
     assert it.malformed == 0  # the forged message never reached store IT
     assert re.search(r"Denied PUBLISH from checkout_cam-laneA .*'checkout_cam/laneB/events'", broker.log_text())
+
+
+def test_tls_to_the_broker_checks_its_certificate(tmp_path):
+    from tests.fleet.conftest import Collector
+    from tests.helpers.mosquitto import free_port
+    from tests.helpers.tls import make_ca_and_server_cert
+    pki = make_ca_and_server_cert(tmp_path / "pki")
+    stranger = make_ca_and_server_cert(tmp_path / "other", name="other-ca")["ca"]
+    tls_port = free_port()
+    extra = (f"listener {tls_port} 127.0.0.1\ncafile {pki['ca']}\ncertfile {pki['cert']}\n"
+             f"keyfile {pki['key']}\n")
+    identity = RunIdentity("laneT")
+    with Broker(tmp_path, extra=extra) as broker, _log(tmp_path, identity) as log:
+        sub = Collector(broker, "checkout_cam/laneT/events")   # the plain listener, inside the store
+        try:
+            tls = BrokerSettings(host="127.0.0.1", port=tls_port, tls_ca=str(pki["ca"]), reconnect_min_s=0.2,
+                                 reconnect_max_s=1.0)
+            with MqttPublisher(tls, lane_id="laneT", state_dir=str(tmp_path / "state"), record_of=log.record,
+                               review_images=False) as pub:
+                assert pub.wait_connected(10), pub.status()
+                assert pub.status().broker.endswith("(TLS)")
+                drive_items([log, pub], [(1, [0.9, 0.9])], identity=identity)
+                assert pub.wait_drained(10)
+            assert sub.wait_for(lambda: len(sub.on("checkout_cam/laneT/events")) == 2)
+            # a broker whose certificate our CA did not sign is never talked to
+            wrong = BrokerSettings(host="127.0.0.1", port=tls_port, tls_ca=str(stranger), reconnect_min_s=0.2,
+                                   reconnect_max_s=1.0)
+            with MqttPublisher(wrong, lane_id="laneT", state_dir=str(tmp_path / "state2"), record_of=log.record,
+                               review_images=False, shutdown_drain_s=0) as pub:
+                assert not pub.wait_connected(3)
+                assert pub.status().state == "disconnected" and "cannot reach" in pub.status().last_error
+        finally:
+            sub.close()
