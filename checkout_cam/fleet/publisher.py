@@ -65,6 +65,7 @@ class MqttStatus:
     reconnects: int
     last_error: str | None
     outbox_write_ms_p95: float | None
+    outbox_write_cpu_ms_p95: float | None
     resolutions_accepted: int
     resolutions_refused: int
     resolutions_malformed: int
@@ -95,6 +96,7 @@ class MqttPublisher:
         self.client_id = client_id or f"checkout_cam-{lane_id}"
         self.outbox = Outbox(state_dir, max_bytes=outbox_max_bytes)
         self.write_ms = Percentiles(1000)   # the outbox commit of a closed event, as the lane pays it
+        self.write_cpu_ms = Percentiles(1000)  # the same in this thread's CPU time (without waiting for a core)
         self._state = "connecting"
         self._connected = threading.Event()
         self._acks: collections.deque = collections.deque()   # (mid, failed) from paho's thread
@@ -234,12 +236,13 @@ class MqttPublisher:
         """Commit one ``new``/``end`` envelope (and a flagged item's picture) to the outbox.
         ``timed``: add the envelope's serialisation and commit to ``write_ms`` (what closing an event costs
         the lane; the picture's JPEG encoding is not part of it)."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         envelope = EventEnvelope(kind, record.id, record.seq, record)
         payload = json.dumps(envelope.to_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self._add(self.topics.events, payload, event_id=record.id, ended=kind == "end")
         if timed:
             self.write_ms.add((time.perf_counter() - t0) * 1000)
+            self.write_cpu_ms.add((time.thread_time() - c0) * 1000)
         if image is not None and self.review_images:
             self._add(self.topics.review(record.id), review_jpeg(image, self.roi, max_px=self.review_max_px))
             if self._best is not None:
@@ -438,19 +441,21 @@ class MqttPublisher:
     # ------------------------------------------------------------ readers
 
     def status(self) -> MqttStatus:
-        p95 = self.write_ms.get(95)
+        p95, cpu95 = self.write_ms.get(95), self.write_cpu_ms.get(95)
         return MqttStatus(broker=self.settings.address, state=self._state, connected=self._connected.is_set(),
                           outbox_depth=self.outbox.depth, outbox_bytes=self.outbox.bytes,
                           dropped=self.outbox.dropped, acked=self.acked, rejected=self.rejected,
                           reconnects=self._reconnects, last_error=self._last_error,
                           outbox_write_ms_p95=None if math.isnan(p95) else round(p95, 3),
+                          outbox_write_cpu_ms_p95=None if math.isnan(cpu95) else round(cpu95, 3),
                           resolutions_accepted=self.resolutions_accepted,
                           resolutions_refused=self.resolutions_refused,
                           resolutions_malformed=self.resolutions_malformed)
 
     def stats_text(self) -> str:
         s = self.status()
-        write = f", outbox write p95 {s.outbox_write_ms_p95:.2f} ms" if s.outbox_write_ms_p95 is not None else ""
+        write = (f", outbox write p95 {s.outbox_write_ms_p95:.2f} ms ({s.outbox_write_cpu_ms_p95:.2f} ms CPU)"
+                 if s.outbox_write_ms_p95 is not None else "")
         dropped = f" ({s.dropped} DROPPED: outbox full)" if s.dropped else ""
         return f"mqtt {s.state}, outbox {s.outbox_depth}{dropped}{write}"
 
