@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.mosquitto import mosquitto  # noqa: F401  (the fixture)
+from tests.helpers.mosquitto import Broker
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A real broker on a free 127.0.0.1 port; stop()/start() keep its port and persistence."""
+    with Broker(tmp_path, name="mosquitto") as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")

@@ -1,115 +1,92 @@
-"""A real Mosquitto broker for tests, on a free 127.0.0.1 port, in its own temp folder.
+"""A real Mosquitto broker on a free 127.0.0.1 port, with a generated config, for the fleet tests.
 
-    with Mosquitto() as broker:          # or the `mosquitto` pytest fixture below
-        client.connect(broker.host, broker.port)
-        broker.restart()                 # same port; with persistence, queued QoS 1 messages survive
-        broker.stop(); broker.start()    # the broker is away meanwhile
-
-Debian's ``mosquitto`` package (``/usr/sbin/mosquitto``; ``.ci/run`` installs
-it). Persistence is on, so a restart behaves like a real broker's: retained
-messages and persistent sessions' queued messages come back.
+``Broker(tmp_path).start()``; ``stop()`` / ``start()`` again keep the port and the
+persistence file (in tmp), like a store's broker restarted by systemd.
 """
 
 from __future__ import annotations
 
-import os
+import getpass
 import shutil
-import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
-HOST = "127.0.0.1"  # tests never serve beyond this machine
-
-
-def mosquitto_path() -> str | None:
-    return shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if os.path.exists(p)), None)
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
 
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind((HOST, 0))
+        s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-class Mosquitto:
-    def __init__(self, port: int | None = None, *, extra_config: str = ""):
-        exe = mosquitto_path()
-        if exe is None:
-            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto; .ci/run does)")
-        self.exe = exe
-        self.host = HOST
+class Broker:
+    def __init__(self, workdir: Path, *, name: str = "broker", port: int | None = None, extra: str = "",
+                 passwords: dict[str, str] | None = None, acl: str | None = None, persistence: bool = True):
+        if MOSQUITTO is None:
+            raise RuntimeError("mosquitto not installed (apt-get install mosquitto; .ci/run does)")
+        self.dir = Path(workdir) / name
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
-        self._tmp = tempfile.TemporaryDirectory(prefix="mosquitto-")
-        self.dir = Path(self._tmp.name)
+        self.host = "127.0.0.1"
         self.log = self.dir / "mosquitto.log"
+        self.proc: subprocess.Popen | None = None
+        # Run as root (as CI does) mosquitto would switch to user "mosquitto", who cannot write in tmp.
+        lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", f"log_dest file {self.log}", "log_type all",
+                 "connection_messages true"]
+        if persistence:
+            lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
+        else:
+            lines.append("persistence false")
+        if passwords is not None:
+            pw = self.dir / "passwords"
+            pw.write_text("")
+            for user, password in passwords.items():
+                subprocess.run([MOSQUITTO_PASSWD, "-b", str(pw), user, password], check=True,
+                               capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {pw}"]
+        else:
+            lines.append("allow_anonymous true")
+        if acl is not None:
+            (self.dir / "acl").write_text(acl)
+            lines.append(f"acl_file {self.dir / 'acl'}")
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} {HOST}\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {self.dir}/\n"
-            "autosave_interval 1\n"
-            f"log_dest file {self.log}\n"
-            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
-            "max_queued_messages 100000\n"
-            + extra_config)
-        self._proc: subprocess.Popen | None = None
+        self.conf.write_text("\n".join(lines) + "\n" + extra)
 
-    def start(self, timeout: float = 10.0) -> "Mosquitto":
-        self._proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE)
+    def start(self, timeout: float = 10.0) -> "Broker":
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise RuntimeError(f"mosquitto exited with {self._proc.returncode}: {err} "
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.proc.stderr.read().decode()} "
                                    f"{self.log.read_text() if self.log.exists() else ''}")
             try:
-                with socket.create_connection((HOST, self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return self
             except OSError:
                 time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"mosquitto did not listen on {HOST}:{self.port} within {timeout} s")
+        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout} s")
 
     def stop(self) -> None:
-        """SIGTERM (mosquitto saves its persistence file on the way out) and wait."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        """SIGTERM, as systemd stops it: Mosquitto saves its persistence file on the way out."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def close(self) -> None:
-        self.stop()
-        self._tmp.cleanup()
-
-    def __enter__(self) -> "Mosquitto":
+    def __enter__(self) -> "Broker":
         return self.start()
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self.stop()
 
-
-@pytest.fixture
-def mosquitto():
-    """A fresh broker per test (cheap: it starts in about 50 ms)."""
-    with Mosquitto() as broker:
-        yield broker
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
