@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from checkout_cam.errors import CheckoutCamError, ModelFileError
-from checkout_cam.model.artifact import META_FILE, ArtifactMeta, check_format, file_sha256, not_found
+from checkout_cam.model.artifact import (
+    META_FILE, ArtifactMeta, check_format, check_readable, file_sha256, not_found)
 from checkout_cam.model.classifier import Classifier
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class OnnxRuntimeClassifier(Classifier):
         path = Path(path)
         if not path.exists():
             raise not_found(path)
+        check_readable(path)
         try:
             import onnxruntime as ort
         except ImportError:

@@ -32,7 +32,7 @@ from torchvision.models import resnet18
 from tqdm import tqdm
 
 from checkout_cam.errors import CheckoutCamError
-from checkout_cam.model.artifact import ArtifactMeta, file_sha256, save_artifact
+from checkout_cam.model.artifact import ArtifactMeta, file_sha256, give_umask_mode, save_artifact
 from checkout_cam.model.classifier import set_threads
 from checkout_cam.model.weights import model_for_state_dict, load_state_dict_file, load_weights
 from checkout_cam.training.augment import AugmentConfig, TrainAugment, normalizer
@@ -200,6 +200,7 @@ def _atomic_torch_save(obj: dict, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        give_umask_mode(tmp)  # mkstemp's 0600 otherwise, unlike every other file written
         os.replace(tmp, path)   # the previous checkpoint stays whole until this instant
     finally:
         if os.path.exists(tmp):
