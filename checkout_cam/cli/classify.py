@@ -7,12 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from checkout_cam.cli.common import add_config_option, add_model_option, load_cfg, open_model
 from checkout_cam.errors import ImageReadError
-from checkout_cam.images import list_images, read_image
-from checkout_cam.results import Classification
 
 NAME = "classify"
 HELP = "print the Top-k labels of image files (readable, or JSON lines with --json)"
@@ -37,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories")
 
 
-def _print_readable(name: str, result: Classification, trained: bool) -> None:
+def _print_readable(name: str, result, trained: bool) -> None:
     badge = "" if trained else "  [UNTRAINED model: labels are meaningless]"
     print(f"{name}{badge}")
     for rank, p in enumerate(result.top, 1):
@@ -49,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if args.top is not None and args.top < 1:
         print("checkout-cam classify: error: --top must be >= 1", file=sys.stderr)
         return 2
+    from tqdm import tqdm
+
+    from checkout_cam.images import list_images, read_image
+
     k = args.top or cfg.model.top_k
     clf = open_model(cfg)
     paths = list_images(args.images)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from checkout_cam.config import Config, load_config, override
-from checkout_cam.model import Classifier, open_classifier
+if TYPE_CHECKING:  # `--help` must not pay for torch: the runtime is imported where a command runs
+    from checkout_cam.config import Config
+    from checkout_cam.model import Classifier
 
 
 def add_config_option(p: argparse.ArgumentParser) -> None:
@@ -18,8 +20,9 @@ def add_model_option(p: argparse.ArgumentParser) -> None:
                    help="model artifact .pt (default: model.path from the config)")
 
 
-def load_cfg(args: argparse.Namespace, overrides: dict[str, str] | None = None) -> Config:
+def load_cfg(args: argparse.Namespace, overrides: dict[str, str] | None = None) -> "Config":
     """Config file, then CLI flags on top: ``overrides`` maps arg names to dotted settings."""
+    from checkout_cam.config import load_config, override
     cfg = load_config(getattr(args, "config", None))
     mapping = {"model": "model.path", **(overrides or {})}
     for arg, dotted in mapping.items():
@@ -29,7 +32,8 @@ def load_cfg(args: argparse.Namespace, overrides: dict[str, str] | None = None) 
     return cfg
 
 
-def open_model(cfg: Config) -> Classifier:
+def open_model(cfg: "Config") -> "Classifier":
+    from checkout_cam.model import open_classifier
     return open_classifier(cfg.model.path, roi=cfg.preprocess.roi, threads=cfg.model.threads)
 
 

@@ -6,9 +6,8 @@ import argparse
 from pathlib import Path
 
 from checkout_cam.errors import CheckoutCamError
-from checkout_cam.model.artifact import ArtifactMeta, save_artifact
-from checkout_cam.model.quantize import DEFAULT_MAX_IMAGES, save_int8_artifact
-from checkout_cam.model.weights import imagenet_cache_path, load_weights
+
+DEFAULT_MAX_IMAGES = 200  # = checkout_cam.model.quantize.DEFAULT_MAX_IMAGES (a test keeps them equal)
 
 NAME = "export-model"
 HELP = "make a model artifact (.pt) from ImageNet, a state_dict file, or random weights"
@@ -19,7 +18,8 @@ sha256, trained or not, input recipe, torch version).
 
 --weights takes:
   imagenet  torchvision's ResNet18_Weights.IMAGENET1K_V1, from torchvision's cache
-            ({imagenet_cache_path()}), downloaded there when online
+            ($TORCH_HOME/hub/checkpoints/, by default ~/.cache/torch/hub/checkpoints/),
+            downloaded there when online
   PATH      a state_dict saved from torchvision.models.resnet18 (any number of
             classes; give --labels with one class name per line unless it has 1000)
   random    seeded random weights, for tests and demos only: marked UNTRAINED
@@ -74,6 +74,10 @@ def _check_precision_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from checkout_cam.model.artifact import ArtifactMeta, save_artifact
+    from checkout_cam.model.quantize import save_int8_artifact
+    from checkout_cam.model.weights import load_weights
+
     _check_precision_args(args)
     loaded = load_weights(args.weights, args.labels, seed=args.seed)
     out = Path(args.out)

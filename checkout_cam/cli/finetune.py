@@ -8,10 +8,8 @@ from pathlib import Path
 
 from checkout_cam.cli.common import add_config_option, load_cfg
 from checkout_cam.errors import CheckoutCamError
-from checkout_cam.model.artifact import check_format
-from checkout_cam.training.data import load_labeled, split_holdout, write_list
-from checkout_cam.training.finetune import (
-    CHECKPOINT_FILE, FREEZE_CHOICES, Recipe, default_lr, default_weight_decay, finetune, format_duration)
+
+FREEZE_CHOICES = ("head", "layer4", "none")  # = checkout_cam.training.finetune.FREEZE_CHOICES (tested)
 
 NAME = "finetune"
 HELP = "train ResNet-18 on your own product photos; writes the same model artifact as export-model"
@@ -113,6 +111,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from checkout_cam.model.artifact import check_format
+    from checkout_cam.training.data import load_labeled, split_holdout, write_list
+    from checkout_cam.training.finetune import (
+        CHECKPOINT_FILE, Recipe, default_lr, default_weight_decay, finetune, format_duration)
+
     _check_args(args)
     cfg = load_cfg(args)
     out = Path(args.out)
