@@ -128,6 +128,10 @@ class ServeConfig:
                                  min=1000)
     log_backups: int = setting(5, "Rotated event logs kept (events.jsonl.1 ... .N).", min=0, max=1000)
     stats_interval_s: float = setting(60.0, "Seconds between stats lines on stderr.", min=1, max=86400)
+    sink_unhealthy_after_s: float = setting(
+        30.0, "A sink (the event log, MQTT) failing for this long makes the service unhealthy: the "
+        "systemd watchdog is no longer pinged (systemd restarts it) and /readyz says why.",
+        min=0.0, max=86400)
 
 
 @dataclass(frozen=True)

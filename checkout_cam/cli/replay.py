@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from checkout_cam.cli.common import RUN_OVERRIDES, add_run_options, load_cfg
 from checkout_cam.errors import CheckoutCamError
@@ -52,4 +53,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"annotated video: {args.out}")
     if log:
         print(f"event log: {log}")
+    if summary.lost_events:
+        print(f"checkout-cam replay: error: {summary.lost_events} item event(s) could not be written "
+              f"(see the errors above)", file=sys.stderr)
+        return 1
     return 0
