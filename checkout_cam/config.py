@@ -40,9 +40,9 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = setting("models/resnet18-imagenet.pt",
-                        "Model artifact made by `checkout-cam export-model` or `finetune`: .pt "
-                        "(TorchScript), or .onnx with the onnx extra installed.")
+    path: str = setting("models/model.pt",
+                        "Model artifact every command uses (export-model and finetune write it, the others "
+                        "load it; --model overrides): .pt (TorchScript), or .onnx with the onnx extra.")
     top_k: int = setting(3, "How many labels each result keeps and shows.", min=1, max=20)
     threads: int = setting(0, "Torch intra-op threads for inference; 0 = choose from the CPU count.",
                            min=0, max=256)

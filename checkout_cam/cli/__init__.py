@@ -20,9 +20,12 @@ Real-time camera checkout assistant: a ResNet-18 classifies what is held in
 front of the camera, draws the Top-3 labels and flags unsure items for the
 cashier.
 
-First make a model artifact, then use it:
-  checkout-cam export-model --weights imagenet --out models/resnet18-imagenet.pt
-  checkout-cam classify --model models/resnet18-imagenet.pt photo.jpg
+First make the model artifact (models/model.pt, config model.path, which every
+command uses), then use it:
+  checkout-cam export-model --weights imagenet     # needs internet or torchvision's cache
+  checkout-cam export-model --weights random       # offline: an UNTRAINED demo model
+  checkout-cam classify photo.jpg
+  checkout-cam doctor                              # is this lane ready to go live?
 """
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from checkout_cam.cli.common import add_config_option, add_model_option, load_cfg, open_model
-from checkout_cam.errors import ImageReadError
+from checkout_cam.errors import CheckoutCamError, ImageReadError
 
 NAME = "classify"
 HELP = "print the Top-k labels of image files (readable, or JSON lines with --json)"
@@ -18,7 +18,8 @@ recursively for images. A file that cannot be read gets an error line on
 stderr and the rest are still classified; the exit code is 1 if any failed.
 
 examples:
-  checkout-cam classify --model models/resnet18-imagenet.pt apple.jpg
+  checkout-cam classify apple.jpg                        # the model at model.path
+  checkout-cam classify --model models/store.pt apple.jpg
   checkout-cam classify --json --top 5 ../shared/data/grocery/val/Fruit/Apple
 output with --json, one object per image:
   {"image": "apple.jpg", "top": [{"index": 948, "label": "Granny Smith", "prob": 0.91}, ...], "trained": true}
@@ -47,11 +48,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from tqdm import tqdm
 
-    from checkout_cam.images import list_images, read_image
+    from checkout_cam.images import IMAGE_SUFFIXES, list_images, read_image
 
     k = args.top or cfg.model.top_k
-    clf = open_model(cfg)
     paths = list_images(args.images)
+    if not paths:
+        raise CheckoutCamError(f"no images found in {', '.join(args.images)} (looked for "
+                               f"{', '.join(sorted(IMAGE_SUFFIXES))} files, recursively in folders)")
+    clf = open_model(cfg)  # after the cheap checks: loading takes seconds
     failed = 0
     batch: list[tuple[Path, object]] = []
 

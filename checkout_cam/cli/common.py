@@ -17,7 +17,7 @@ def add_config_option(p: argparse.ArgumentParser) -> None:
 
 def add_model_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="FILE", default=None,
-                   help="model artifact .pt (default: model.path from the config)")
+                   help="model artifact .pt/.onnx (default: model.path from the config, models/model.pt)")
 
 
 def load_cfg(args: argparse.Namespace, overrides: dict[str, str] | None = None) -> "Config":
@@ -37,17 +37,21 @@ def open_model(cfg: "Config") -> "Classifier":
     return open_classifier(cfg.model.path, roi=cfg.preprocess.roi, threads=cfg.model.threads)
 
 
-def add_run_options(p: argparse.ArgumentParser, *, log: bool) -> None:
-    """What live, serve and replay share: config, model, source (and the event log)."""
+def add_run_options(p: argparse.ArgumentParser, *, log: bool | str) -> None:
+    """What live, serve and replay share: config, model, source (and the event log).
+
+    ``log``: False = no --log; True = --log defaulting to serve.log_path; a string = its help text
+    (replay writes a log only when asked). There is no --realtime: live and serve always pace a
+    video file like a camera, replay never does.
+    """
     add_config_option(p)
     add_model_option(p)
     p.add_argument("--source", metavar="S", default=None,
                    help="camera index (0), video file, or rtsp:// / http:// URL (default: source.uri)")
-    p.add_argument("--realtime", action="store_true", default=None,
-                   help="pace a video file at its own fps, like a camera (source.realtime)")
     if log:
         p.add_argument("--log", metavar="FILE", default=None,
-                       help="JSON-lines event log, one line per item (default: serve.log_path)")
+                       help=log if isinstance(log, str) else
+                       "JSON-lines event log, one line per item (default: serve.log_path)")
 
 
-RUN_OVERRIDES = {"source": "source.uri", "realtime": "source.realtime", "log": "serve.log_path"}
+RUN_OVERRIDES = {"source": "source.uri", "log": "serve.log_path"}

@@ -78,9 +78,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = [name for name in data.classes if name not in index]
     used = {data.classes[s.label] for s in data.samples}
     if unknown and used & set(unknown):
+        hint = ("evaluate a model trained on these classes" if clf.trained else
+                "for an untrained demo model with these classes: `checkout-cam export-model --weights "
+                "random --classes CSV` (or --labels FILE)")
         raise DataError(f"{args.data}: class(es) {', '.join(sorted(used & set(unknown))[:5])} are not "
-                        f"among the model's {len(labels)} labels ({clf.name}); evaluate a model trained "
-                        f"on these classes")
+                        f"among the model's {len(labels)} labels ({clf.name}); {hint}")
     coarse = None
     if args.coarse:
         coarse = read_coarse_map(args.coarse)

@@ -58,8 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of each class held out for validation when --val is absent "
                         "(default 0.15; 0 = no validation, the last epoch is kept)")
     p.add_argument("--classes", metavar="CSV", help="class names and ids (`name, id, ...`); needed for list files")
-    p.add_argument("--out", required=True, metavar="FILE.pt",
-                   help="where to write the model artifact (.pt; .onnx for an fp32 model run by ONNX Runtime)")
+    p.add_argument("--out", metavar="FILE.pt", default=None,
+                   help="where to write the model artifact (.pt; .onnx for an fp32 model run by ONNX Runtime; "
+                        "default: model.path, models/model.pt, which every command then uses)")
     p.add_argument("--init", default="imagenet", metavar="imagenet|scratch|PATH",
                    help="starting weights (default imagenet)")
     p.add_argument("--freeze", choices=FREEZE_CHOICES, default=None,
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     cfg = load_cfg(args)
-    out = Path(args.out)
+    out = Path(args.out or cfg.model.path)
     if out.suffix.lower() not in (".pt", ".onnx"):
         raise CheckoutCamError(f"--out {out}: the model artifact must be a .pt file (or .onnx for an fp32 "
                                f"model run by ONNX Runtime)")

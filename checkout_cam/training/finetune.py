@@ -113,7 +113,9 @@ def build_model(init: str, num_classes: int, seed: int) -> InitWeights:
         model = resnet18(num_classes=num_classes, zero_init_residual=True)
         return InitWeights(model, f"scratch:seed={seed}", None)
     if init == "imagenet":
-        loaded = load_weights("imagenet")
+        loaded = load_weights("imagenet", alternatives=(
+            "or train without them: --init scratch (every layer is trained; it needs many more epochs, "
+            "e.g. --epochs 45), or --init /path/to/resnet18.pth"))
         model, source, digest = loaded.model, loaded.source, loaded.sha256
     else:
         path = Path(init)

@@ -46,7 +46,7 @@ def test_live_window_under_xvfb(display, random_artifact, videos, tmp_path):
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"live:\n  snapshot_dir: {tmp_path / 'snaps'}\n")
     proc = subprocess.Popen([sys.executable, "-m", "checkout_cam", "live", "--config", str(cfg), "--model",
-                             str(random_artifact), "--source", str(videos / "box.mp4"), "--realtime",
+                             str(random_artifact), "--source", str(videos / "box.mp4"),
                              "--seconds", "120"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
