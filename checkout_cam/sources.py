@@ -160,7 +160,10 @@ class CameraSource(FrameSource):
 
     def _open(self) -> cv2.VideoCapture | None:
         if self.uri.isdigit():
-            cap = cv2.VideoCapture(int(self.uri))
+            # On Linux a camera index is a V4L2 device. CAP_ANY would also try other backends first
+            # (OpenCV's Orbbec one logs "Camera index out of range" at ERROR on every retry).
+            backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+            cap = cv2.VideoCapture(int(self.uri), backend)
         else:
             timeout_ms = int(self.stall_timeout_s * 1000)
             cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG,
