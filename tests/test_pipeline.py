@@ -107,3 +107,29 @@ def test_status_latency_counts_only_results_the_model_computed():
     assert 0 < runs < 80  # most frames reused a result
     assert len(p.latency_ms._values) == runs == p.model_latency_ms.count
     assert p.run_latency_ms.count == 80  # the whole-run figure still covers every frame
+
+
+def test_serve_exits_1_when_its_capture_thread_dies(tmp_path):
+    import threading
+    from checkout_cam.modes import Parts
+    from checkout_cam.modes.serve import run_serve
+    from checkout_cam.render import OverlayRenderer
+    from checkout_cam.schema import RunIdentity
+    from tests.fakes import FrameSourceStub
+
+    class Broken(FrameSourceStub):
+        def __iter__(self):
+            for i, frame in enumerate(super().__iter__()):
+                if i == 5:
+                    raise RuntimeError("capture backend crashed")
+                yield frame
+
+    cfg = override(Config(), "serve.log_path", str(tmp_path / "events.jsonl"))
+    clf = FakeClassifier()
+    source = Broken(100, live=True, fps=50)
+    policy = ReviewPolicy(cfg.review, trained=clf.trained, labels=clf.labels, top_k=cfg.model.top_k)
+    parts = Parts(clf, source, policy, OverlayRenderer(model_name="fake", trained=True), RunIdentity())
+    stop = threading.Event()
+    threading.Timer(20, stop.set).start()  # a hang guard
+    assert run_serve(cfg, stop=stop, parts=parts) == 1
+    stop.set()

@@ -103,6 +103,11 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
             clean = pipeline.shutdown()
             final_stats = pipeline.stats_line(camera_online=online)  # after: counts the item closed at shutdown
             logger.info("stopped (%s): %s", "clean" if clean else "some threads did not stop", final_stats)
+    if pipeline.capture.error is not None:
+        # A live source never ends by itself: a capture thread that died is not a clean stop.
+        logger.error("capture from %s failed (%s: %s); exiting with status 1", parts.source.name,
+                     type(pipeline.capture.error).__name__, pipeline.capture.error)
+        return 1
     lost = pipeline.sinks.lost_events
     if lost:
         logger.error("%d item event(s) were not written by every event sink (see the errors above); "
