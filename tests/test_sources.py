@@ -150,3 +150,16 @@ def test_opencv_and_ffmpeg_chatter_is_quieted_for_camera_retries(tmp_path, uri):
     assert "retries done" in proc.stdout, proc.stderr
     assert "Connection refused" not in proc.stderr and "WARN" not in proc.stderr, proc.stderr
     assert "ERROR" not in proc.stderr, proc.stderr  # e.g. the Orbbec backend's "Camera index out of range"
+
+
+def test_no_h264_decoder_warnings_when_box_mp4_is_read(videos):
+    import subprocess
+    import sys
+    from tests.conftest import REPO
+    code = ("from checkout_cam.sources import open_source\n"
+            f"print(sum(1 for _ in open_source({str(videos / 'box.mp4')!r})), 'frames')\n")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OPENCV_")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert "455 frames" in proc.stdout, proc.stderr
+    assert "[h264 @" not in proc.stderr, proc.stderr
