@@ -25,7 +25,7 @@ from checkout_cam.errors import CheckoutCamError
 from checkout_cam.frames import Frame
 from checkout_cam.render import OverlayRenderer, Status, replay_now
 from checkout_cam.review import Decision, ItemEvent
-from checkout_cam.schema import RunIdentity
+from checkout_cam.schema import ItemRecord, RunIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ class EventLogSink:
         self.wall_clock_offset = wall_clock_offset
         self.written = 0
         self._once = _OnceEach()
-        self._lock = threading.Lock()  # the inference thread writes; serve's main thread reopens
+        # Item lines come from the inference thread, resolutions from MQTT's; serve's main thread reopens.
+        self._lock = threading.Lock()
         self._closed = False
         self._file = self._open("ab")
         self._size = self._file.seek(0, os.SEEK_END)
@@ -147,15 +148,26 @@ class EventLogSink:
         if self._once.first_time(event):
             self._write(event)
 
+    def record(self, event: ItemEvent) -> ItemRecord:
+        """The typed line this log writes for an event (MQTT publishes the same object)."""
+        return event.record(identity=self.identity, source=self.source, model=self.model, policy=self.policy,
+                            wall_clock_offset=self.wall_clock_offset)
+
     def _write(self, event: ItemEvent) -> None:
-        data = event.record(identity=self.identity, source=self.source, model=self.model, policy=self.policy,
-                            wall_clock_offset=self.wall_clock_offset).to_dict()
+        self._write_line(self.record(event).to_dict(),
+                         f"event {event.label!r} (frames {event.frame_start}-{event.frame_end})")
+        self.written += 1
+
+    def write_record(self, record) -> None:
+        """Another schema record (a ``resolution``, an ``outage``) as one line of this log."""
+        self._write_line(record.to_dict(), f"{record.TYPE} line")
+
+    def _write_line(self, data: dict, what: str) -> None:
         # allow_nan=False: a line that is not JSON is worse than an error the sink group counts.
         line = (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
         with self._lock:
             if self._closed:
-                raise CheckoutCamError(f"event log {self.path} is closed; event {event.label!r} "
-                                       f"(frames {event.frame_start}-{event.frame_end}) not written")
+                raise CheckoutCamError(f"event log {self.path} is closed; {what} not written")
             if self._file is None:
                 self._reopen_locked("after a failed write")
             elif self._moved_away():
@@ -170,11 +182,9 @@ class EventLogSink:
                 self._file.flush()
             except OSError as exc:
                 self._drop_file()
-                raise CheckoutCamError(f"event log {self.path}: writing event {event.label!r} (frames "
-                                       f"{event.frame_start}-{event.frame_end}) failed: "
+                raise CheckoutCamError(f"event log {self.path}: writing {what} failed: "
                                        f"{exc.strerror or exc}") from None
             self._size += len(line)
-            self.written += 1
 
     def _drop_file(self) -> None:
         """Forget a file handle whose buffer holds a failed write, so it is not retried half-way."""

@@ -14,12 +14,15 @@ exits 1, never 0.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 import time
 
 from checkout_cam.config import Config
+from checkout_cam.fleet.lane_stats import lane_stats
+from checkout_cam.fleet.publisher import publisher_for_serve
 from checkout_cam.modes import build_parts, stop_on_signals
 from checkout_cam.notify import SystemdNotifier
 from checkout_cam.pipeline import Pipeline
@@ -53,14 +56,16 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                        source=parts.source.name, model=parts.classifier.info(),
                        policy=parts.policy.policy_dict(), wall_clock_offset=offset,
                        identity=parts.identity)
-    pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg, sinks=[log, StderrEventSink()],
-                        stop=stop)
+    # MQTT (mqtt.host set): one more sink, committing to the durable outbox; resolutions go into the log.
+    mqtt = publisher_for_serve(cfg, record_of=log.record, on_resolution=log.write_record)
+    pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg,
+                        sinks=[log, StderrEventSink()] + ([mqtt] if mqtt else []), stop=stop)
     untrained = "" if parts.classifier.trained else " UNTRAINED model:"
     logger.info("serving%s %s on %s, events to %s", untrained, parts.classifier.name, parts.source.name,
                 cfg.serve.log_path)
     # Unhealthy after this long without a loop iteration; the watchdog then lapses.
     max_silence = (notifier.watchdog_interval or 30.0) / 2 + cfg.source.stall_timeout_s
-    with log:
+    with log, (mqtt or contextlib.nullcontext()):
         pipeline.start()
         final_stats = ""
         try:
@@ -93,6 +98,9 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                 if time.monotonic() >= next_stats:
                     next_stats += cfg.serve.stats_interval_s
                     line = pipeline.stats_line()
+                    if mqtt is not None:
+                        line += f", {mqtt.stats_text()}"
+                        mqtt.publish_stats(lane_stats(pipeline, parts.identity, mqtt))
                     logger.info("stats: %s", line)
                     if not health.ok:
                         logger.warning("unhealthy: %s", "; ".join(health.reasons))
