@@ -138,6 +138,24 @@ class InferenceEngine(threading.Thread):
         self.heartbeat = time.monotonic()
         self._model_ms_per_image = 0.0  # an EWMA, for Retry-After
 
+    @classmethod
+    def from_config(cls, classifier, cfg) -> "InferenceEngine":
+        h = cfg.http
+        return cls(classifier, max_batch=h.max_batch, max_queue=h.max_queue,
+                   max_batch_beside_lane=h.max_batch_beside_lane, poll_s=cfg.pipeline.queue_timeout_s,
+                   shutdown_timeout_s=cfg.pipeline.shutdown_timeout_s)
+
+    def warm_up(self) -> None:
+        """One call on a blank image before serving, so the first caller does not pay for the model's
+        first-run setup (oneDNN primitive creation: several times a normal call)."""
+        size = getattr(getattr(self.classifier, "meta", None), "input_size", None)
+        if not size:
+            return
+        try:
+            self.classifier.batch_probabilities(torch.zeros((1, 3, size, size)))
+        except Exception:
+            logger.warning("warm-up call of the model failed", exc_info=True)
+
     # ------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> "InferenceEngine":

@@ -8,11 +8,13 @@ on the way out. A dropped camera is not a reason to exit: the source retries.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 
 from checkout_cam.config import Config
+from checkout_cam.engine import InferenceEngine
 from checkout_cam.modes import build_parts, stop_on_signals
 from checkout_cam.notify import SystemdNotifier
 from checkout_cam.pipeline import Pipeline
@@ -21,9 +23,16 @@ from checkout_cam.sinks import EventLogSink, StderrEventSink
 logger = logging.getLogger(__name__)
 
 
-def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: SystemdNotifier | None = None) -> int:
+def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: SystemdNotifier | None = None,
+              http: str | None = None) -> int:
+    """``http``: HOST:PORT for the web page and API ("" = http.listen or the default); None = only if
+    http.listen is set."""
     t_start = time.monotonic()
     stop = stop or threading.Event()
+    listen = None
+    if http is not None or cfg.http.listen is not None:
+        from checkout_cam.web.server import resolve_listen
+        listen = resolve_listen(cfg, http or None)  # refuse an exposed address before loading the model
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(stop)
     notifier = notifier or SystemdNotifier()
@@ -34,14 +43,20 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                        source=parts.source.name, model=parts.classifier.info(),
                        policy=parts.policy.policy_dict(), wall_clock_offset=offset,
                        identity=parts.identity)
-    pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg, sinks=[log, StderrEventSink()],
-                        stop=stop)
+    # The lane's frames go through the one inference engine (HTTP photos share it, after the lane).
+    engine = InferenceEngine.from_config(parts.classifier, cfg)
+    web = None
+    if listen is not None:
+        from checkout_cam.web.service import LaneWeb
+        web = LaneWeb(cfg, parts, engine, listen, wall_clock_offset=offset)
+    pipeline = Pipeline(parts.source, engine.lane(parts.identity.lane_id), parts.policy, cfg,
+                        sinks=[log, StderrEventSink(), *([web.feed] if web else [])], stop=stop)
     untrained = "" if parts.classifier.trained else " UNTRAINED model:"
     logger.info("serving%s %s on %s, events to %s", untrained, parts.classifier.name, parts.source.name,
                 cfg.serve.log_path)
     # Unhealthy after this long without a loop iteration; the watchdog then lapses.
     max_silence = (notifier.watchdog_interval or 30.0) / 2 + cfg.source.stall_timeout_s
-    with log:
+    with log, engine, (web.serving(pipeline, stop) if web else contextlib.nullcontext()):
         pipeline.start()
         try:
             while not stop.is_set() and not pipeline.first_frame.wait(0.5):
