@@ -219,9 +219,13 @@ def create_app(services: WebServices) -> FastAPI:
             return _error(503, f"busy: {exc}", {"Retry-After": str(int(exc.retry_after_s))})
         except EngineClosed as exc:
             return _error(503, f"shutting down: {exc}", {"Retry-After": "5"})
-        except asyncio.TimeoutError:
+        except (asyncio.TimeoutError, TimeoutError):
             return _error(503, f"no answer within {h.request_timeout_s:g} s (http.request_timeout_s): the model "
                                f"is busy", {"Retry-After": str(int(engine.retry_after_s()))})
+        except Exception as exc:  # the model failed on this photo: say so, keep the details in the log
+            logger.error("inference failed on an uploaded photo: %s: %s", type(exc).__name__, exc)
+            return _error(500, f"inference failed on this photo ({type(exc).__name__}); the server log has "
+                               f"the details")
         finally:
             for fut, _, _ in futures:
                 fut.cancel()   # no-op when done; frees the engine from a caller that gave up

@@ -67,7 +67,7 @@ async function upload(file) {
     const resp = await fetch("/predict", { method: "POST", body: form });
     answer = await resp.json().catch(() => ({ detail: `the server answered ${resp.status} without JSON` }));
     if (!resp.ok) {
-      showError(`Could not classify ${file.name}: ${answer.detail || resp.statusText} (HTTP ${resp.status})`);
+      showError(`Could not classify the photo: ${answer.detail || resp.statusText} (HTTP ${resp.status})`);
       return;
     }
   } catch (err) {
