@@ -140,6 +140,15 @@ async function pollEvents() {
       });
       return tr;
     });
+    if (!rows.length) {
+      const tr = document.createElement("tr");
+      const td = document.createElement("td");
+      td.colSpan = 5;
+      td.className = "empty";
+      td.textContent = "no item closed yet";
+      tr.append(td);
+      rows.push(tr);
+    }
     $("events").tBodies[0].replaceChildren(...rows);
   } catch (err) { /* the status poll reports trouble */ }
 }
