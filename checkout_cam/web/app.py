@@ -303,7 +303,6 @@ def create_app(services: WebServices) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Middleware, innermost first: auth, then CORS (only if configured), headers, counting outermost.
-    asgi = app
     if services.token:
         app.add_middleware(BearerAuth, token=services.token)
     if h.cors_origins:
@@ -311,7 +310,7 @@ def create_app(services: WebServices) -> FastAPI:
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestCounter, count=metrics.request)
-    return asgi
+    return app
 
 
 def _round(v: float) -> float | None:

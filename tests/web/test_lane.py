@@ -10,7 +10,7 @@ import numpy as np
 
 from checkout_cam.frames import Frame
 from checkout_cam.render import OverlayRenderer, Status
-from checkout_cam.results import Classification, Prediction
+from checkout_cam.results import Prediction
 from checkout_cam.review import ItemEvent
 from checkout_cam.schema import ItemRecord, RunIdentity
 from checkout_cam.sinks import EventLogSink
