@@ -151,6 +151,9 @@ class HttpConfig:
     max_batch_beside_lane: int = setting(1, "While a lane is active, HTTP batches are cut to this many "
                                          "images, so a lane frame never waits behind a long call.",
                                          min=1, max=256)
+    max_share_beside_lane: float = setting(0.5, "While a lane is active, HTTP calls take at most this share "
+                                           "of the model's time; the rest stays free for the lane's frames "
+                                           "and its capture thread (1 = no limit).", min=0.05, max=1.0)
     max_queue: int = setting(64, "HTTP images that may wait for the model; more are answered 503 with "
                              "Retry-After.", min=1, max=100000)
     request_timeout_s: float = setting(30.0, "A request still waiting for the model after this long is "

@@ -115,14 +115,16 @@ class InferenceEngine(threading.Thread):
     """Owns the classifier; batches submissions from lanes and HTTP callers. A context manager."""
 
     def __init__(self, classifier, *, max_batch: int = 8, max_queue: int = 64, max_batch_beside_lane: int = 1,
-                 lane_active_s: float = 1.0, poll_s: float = 0.1, stop: threading.Event | None = None,
-                 shutdown_timeout_s: float = 3.0):
+                 max_share_beside_lane: float = 1.0, lane_active_s: float = 1.0, poll_s: float = 0.1,
+                 stop: threading.Event | None = None, shutdown_timeout_s: float = 3.0):
         super().__init__(name="engine", daemon=True)
         self.classifier = classifier
         self.max_batch = max(1, max_batch)
         self.max_queue = max(1, max_queue)
         self.max_batch_beside_lane = max(1, min(max_batch_beside_lane, self.max_batch))
+        self.max_share_beside_lane = min(1.0, max(0.01, max_share_beside_lane))
         self.lane_active_s = lane_active_s
+        self._http_not_before = 0.0   # the HTTP share limit: no HTTP call before this (monotonic)
         self.poll_s = poll_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.stop_event = stop or threading.Event()
@@ -142,7 +144,8 @@ class InferenceEngine(threading.Thread):
     def from_config(cls, classifier, cfg) -> "InferenceEngine":
         h = cfg.http
         return cls(classifier, max_batch=h.max_batch, max_queue=h.max_queue,
-                   max_batch_beside_lane=h.max_batch_beside_lane, poll_s=cfg.pipeline.queue_timeout_s,
+                   max_batch_beside_lane=h.max_batch_beside_lane, max_share_beside_lane=h.max_share_beside_lane,
+                   poll_s=cfg.pipeline.queue_timeout_s,
                    shutdown_timeout_s=cfg.pipeline.shutdown_timeout_s)
 
     def warm_up(self) -> None:
@@ -251,6 +254,8 @@ class InferenceEngine(threading.Thread):
                 continue
             limit = self.max_batch
             if priority == HTTP and self.lane_active():
+                if time.monotonic() < self._http_not_before:
+                    return []   # the model's rest period after an HTTP call, kept for the lane
                 limit = self.max_batch_beside_lane
             jobs: list[_Job] = []
             images = 0
@@ -282,7 +287,8 @@ class InferenceEngine(threading.Thread):
                 with self._cond:
                     jobs = self._take()
                     if not jobs:
-                        self._cond.wait(self.poll_s)
+                        rest = self._http_not_before - time.monotonic()
+                        self._cond.wait(min(self.poll_s, rest) if rest > 0 else self.poll_s)
                         continue
                 self._run_batch(jobs)
         except Exception:  # the engine must never die silently: callers would wait forever
@@ -316,8 +322,11 @@ class InferenceEngine(threading.Thread):
                             logger.warning("inference failed for %s: %s: %s", job.caller, type(one).__name__, one)
         finally:
             self.busy = False
-        model_ms = (time.monotonic() - start) * 1e3
+        end = time.monotonic()
+        model_ms = (end - start) * 1e3
         images = sum(j.size for j in jobs)
+        if jobs[0].priority == HTTP and self.max_share_beside_lane < 1.0 and self.lane_active(end):
+            self._http_not_before = end + (end - start) * (1.0 - self.max_share_beside_lane) / self.max_share_beside_lane
         self._model_ms_per_image = 0.8 * self._model_ms_per_image + 0.2 * model_ms / images \
             if self._model_ms_per_image else model_ms / images
         report = BatchReport(jobs[0].priority, images, model_ms,

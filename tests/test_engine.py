@@ -206,3 +206,40 @@ def test_the_lane_pipeline_runs_through_the_engine_with_the_same_results():
     assert through == direct and len(direct) == 40
     assert stats["lane"]["images"] == 40 and stats["http"]["images"] == 0
     assert p.worker.errors == 0
+
+
+def test_beside_an_active_lane_http_calls_leave_the_model_free_for_their_share():
+    clf = FakeClassifier(n_classes=4, delay_s=0.1)
+    ends, starts = [], []
+
+    def seen(report):
+        end = time.monotonic()
+        ends.append((report.priority, end))
+        starts.append((report.priority, end - report.model_ms / 1000))
+
+    with InferenceEngine(clf, max_batch=8, max_share_beside_lane=0.5, lane_active_s=60) as engine:
+        engine.add_observer(seen)
+        engine.submit(img(1), priority=LANE, caller="lane1").result(5)
+        futures = [engine.submit(img(1), caller="web") for _ in range(3)]
+        for f in futures:
+            f.result(10)
+        lane = engine.submit(img(2), priority=LANE, caller="lane1")   # during a rest: served at once
+        assert lane.result(5)[0].best.index == 2
+    http_ends = [t for p, t in ends if p == HTTP]
+    http_starts = [t for p, t in starts if p == HTTP]
+    # Each HTTP call took >= 0.1 s; at a 0.5 share the model then rests at least as long before the next.
+    for prev_end, next_start in zip(http_ends, http_starts[1:]):
+        assert next_start - prev_end >= 0.09
+    assert clf.batch_sizes[1:4] == [1, 1, 1]
+
+
+def test_without_a_lane_http_calls_follow_each_other_at_once():
+    clf = HeldClassifier(n_classes=4)
+    with InferenceEngine(clf, max_batch=2, max_share_beside_lane=0.1) as engine:
+        first = busy(engine, clf)
+        futures = [engine.submit(img(1), caller="web") for _ in range(4)]
+        clf.hold.set()
+        first.result(5)
+        for f in futures:
+            f.result(5)
+    assert clf.batch_sizes == [1, 2, 2]
