@@ -303,26 +303,25 @@ class InferenceEngine(threading.Thread):
             return
         self.busy = True
         start = time.monotonic()
-        failed = 0
+        outcomes: list[tuple[_Job, object]] = []
         try:
             try:
-                self._classify(jobs)
+                outcomes = list(zip(jobs, self._classify(jobs)))
             except Exception as exc:
                 if len(jobs) == 1:
-                    failed += 1
-                    jobs[0].future.set_exception(exc)
-                    logger.warning("inference failed for %s: %s: %s", jobs[0].caller, type(exc).__name__, exc)
+                    outcomes = [(jobs[0], exc)]
                 else:
                     for job in jobs:  # isolate the bad one
                         try:
-                            self._classify([job])
+                            outcomes.append((job, self._classify([job])[0]))
                         except Exception as one:
-                            failed += 1
-                            job.future.set_exception(one)
-                            logger.warning("inference failed for %s: %s: %s", job.caller, type(one).__name__, one)
+                            outcomes.append((job, one))
         finally:
             self.busy = False
         end = time.monotonic()
+        failed = [(j, o) for j, o in outcomes if isinstance(o, BaseException)]
+        for job, exc in failed:
+            logger.warning("inference failed for %s: %s: %s", job.caller, type(exc).__name__, exc)
         model_ms = (end - start) * 1e3
         images = sum(j.size for j in jobs)
         if jobs[0].priority == HTTP and self.max_share_beside_lane < 1.0 and self.lane_active(end):
@@ -330,11 +329,13 @@ class InferenceEngine(threading.Thread):
         self._model_ms_per_image = 0.8 * self._model_ms_per_image + 0.2 * model_ms / images \
             if self._model_ms_per_image else model_ms / images
         report = BatchReport(jobs[0].priority, images, model_ms,
-                             tuple((start - j.submitted) * 1e3 for j in jobs), tuple(j.caller for j in jobs), failed)
+                             tuple((start - j.submitted) * 1e3 for j in jobs), tuple(j.caller for j in jobs),
+                             len(failed))
+        # Counted before the callers hear back, so whoever has an answer sees it in the figures.
         s = self.stats[report.priority]
         s.images += images
         s.batches += 1
-        s.failed += failed
+        s.failed += len(failed)
         s.model_ms.add(model_ms)
         for q in report.queue_ms:
             s.queue_ms.add(q)
@@ -343,16 +344,20 @@ class InferenceEngine(threading.Thread):
                 fn(report)
             except Exception:
                 logger.exception("engine observer %r failed", fn)
+        for job, outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)
 
-    def _classify(self, jobs: list[_Job]) -> None:
+    def _classify(self, jobs: list[_Job]) -> list[list[Classification]]:
         batch = jobs[0].batch if len(jobs) == 1 else torch.cat([j.batch for j in jobs])
         probs = self.classifier.batch_probabilities(batch)
-        row = 0
+        out, row = [], 0
         for job in jobs:
-            part = probs[row:row + job.size]
+            out.append(self.classifier.top_k(probs[row:row + job.size], job.top_k))
             row += job.size
-            if not job.future.done():
-                job.future.set_result(self.classifier.top_k(part, job.top_k))
+        return out
 
     def _fail_waiting(self, exc: Exception) -> None:
         with self._cond:

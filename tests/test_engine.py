@@ -36,6 +36,14 @@ def img(value: int, n: int = 1) -> torch.Tensor:
     return torch.from_numpy(np.full((n, 8, 8, 3), value, np.uint8))
 
 
+def reported(reports: list, n: int) -> list:
+    """The observer runs just after the callers' futures are resolved: wait for its n-th report."""
+    deadline = time.monotonic() + 5
+    while len(reports) < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return reports
+
+
 def busy(engine: InferenceEngine, clf: HeldClassifier, caller="warm") -> object:
     """Occupy the model with one held call; returns its future."""
     clf.hold.clear()
@@ -61,6 +69,7 @@ def test_a_lone_request_runs_at_once_in_a_call_of_its_own(held):
     out = engine.submit(img(2), caller="a").result(5)
     assert out[0].best.label == "class2" and out[0].best.prob == pytest.approx(0.9)
     assert clf.batch_sizes == [1]
+    reported(reports, 1)
     assert reports[0].images == 1 and reports[0].queue_ms[0] < 1000 * (time.monotonic() - t0)
 
 
@@ -73,6 +82,7 @@ def test_requests_that_arrive_while_the_model_is_busy_share_the_next_call(held):
     assert [f.result(5)[0].best.index for f in futures] == [1, 2, 3]
     assert clf.batch_sizes == [1, 3]
     # The three waited for the held call: their queue time is counted apart from the model time.
+    reported(reports, 2)
     assert reports[1].images == 3 and len(reports[1].queue_ms) == 3
 
 
@@ -97,6 +107,7 @@ def test_lane_frames_go_before_http_requests_that_waited_longer(held):
     assert lane.result(5)[0].best.index == 2
     for f in http:
         f.result(5)
+    reported(reports, 3)
     assert reports[1].priority == LANE and reports[1].callers == ("lane1",)
     assert reports[2].priority == HTTP
 
@@ -124,6 +135,7 @@ def test_lanes_are_served_round_robin_and_share_one_call(held):
     b.result(5)
     for f in a:
         f.result(5)
+    reported(reports, 3)
     # max_batch 4: laneA's first frame pair, then laneB (not laneA's second pair), in one call.
     assert reports[1].callers == ("laneA", "laneB") and reports[1].images == 3
     assert [r.callers for r in reports[2:]] == [("laneA", "laneA")]
@@ -225,6 +237,7 @@ def test_beside_an_active_lane_http_calls_leave_the_model_free_for_their_share()
             f.result(10)
         lane = engine.submit(img(2), priority=LANE, caller="lane1")   # during a rest: served at once
         assert lane.result(5)[0].best.index == 2
+        reported(ends, 5)
     http_ends = [t for p, t in ends if p == HTTP]
     http_starts = [t for p, t in starts if p == HTTP]
     # Each HTTP call took >= 0.1 s; at a 0.5 share the model then rests at least as long before the next.

@@ -322,3 +322,32 @@ def test_config_checks_the_http_settings():
         make_cfg(listen="localhost")
     with pytest.raises(ConfigError, match="http.token: must be at least 16"):
         make_cfg(token="short")
+
+
+def test_the_web_command_serves_photos_and_stops_on_sigterm(random_artifact, grocery_images):
+    import signal
+    import time
+
+    from tests.web.test_serve_http import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "checkout_cam", "web", "--model", str(random_artifact),
+                             "--http", f"127.0.0.1:{port}"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        p = grocery_images[0]
+        r = httpx.post(url + "/predict", files={"image": (p.name, p.read_bytes())}, timeout=30)
+        assert r.status_code == 200 and len(r.json()["top"]) == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"open http://127.0.0.1:{port}/" in out and "Traceback" not in err
