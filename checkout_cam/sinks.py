@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -22,7 +23,7 @@ from checkout_cam.errors import CheckoutCamError
 from checkout_cam.frames import Frame
 from checkout_cam.render import OverlayRenderer, Status, replay_now
 from checkout_cam.review import Decision, ItemEvent
-from checkout_cam.schema import RunIdentity
+from checkout_cam.schema import ItemRecord, RunIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class EventLogSink:
         self.wall_clock_offset = wall_clock_offset
         self.written = 0
         self._once = _OnceEach()
+        self._lock = threading.Lock()  # item lines come from the inference thread, resolutions from MQTT's
         self._file = self._open("ab")
         self._size = self._file.seek(0, os.SEEK_END)
 
@@ -95,20 +97,33 @@ class EventLogSink:
         if self._once.first_time(event):
             self._write(event)
 
+    def record(self, event: ItemEvent) -> ItemRecord:
+        """The typed line this log writes for an event (MQTT publishes the same object)."""
+        return event.record(identity=self.identity, source=self.source, model=self.model, policy=self.policy,
+                            wall_clock_offset=self.wall_clock_offset)
+
     def _write(self, event: ItemEvent) -> None:
         if self._file.closed:
             raise CheckoutCamError(f"event log {self.path} is closed; event {event.label!r} "
                                    f"(frames {event.frame_start}-{event.frame_end}) not written")
-        data = event.record(identity=self.identity, source=self.source, model=self.model, policy=self.policy,
-                            wall_clock_offset=self.wall_clock_offset).to_dict()
-        line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
-        if self._size > 0 and self._size + len(line) > self.max_bytes:
-            self._rotate()
-        self._file.write(line)
-        # Flushed per line: `tail -f` and a crash both see every event written so far.
-        self._file.flush()
-        self._size += len(line)
+        self._write_line(self.record(event).to_dict())
         self.written += 1
+
+    def write_record(self, record) -> None:
+        """Another schema record (a ``resolution``, an ``outage``) as one line of this log."""
+        if self._file.closed:
+            raise CheckoutCamError(f"event log {self.path} is closed; {record.TYPE} line not written")
+        self._write_line(record.to_dict())
+
+    def _write_line(self, data: dict) -> None:
+        line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._lock:
+            if self._size > 0 and self._size + len(line) > self.max_bytes:
+                self._rotate()
+            self._file.write(line)
+            # Flushed per line: `tail -f` and a crash both see every event written so far.
+            self._file.flush()
+            self._size += len(line)
 
     def _rotate(self) -> None:
         self._file.close()
@@ -127,8 +142,9 @@ class EventLogSink:
         self._size = 0
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
 
 
 def describe(event: ItemEvent) -> str:

@@ -15,6 +15,8 @@ import time
 
 from checkout_cam.config import Config
 from checkout_cam.engine import InferenceEngine
+from checkout_cam.fleet.lane_stats import lane_stats
+from checkout_cam.fleet.publisher import publisher_for_serve
 from checkout_cam.modes import build_parts, stop_on_signals
 from checkout_cam.notify import SystemdNotifier
 from checkout_cam.pipeline import Pipeline
@@ -43,6 +45,8 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                        source=parts.source.name, model=parts.classifier.info(),
                        policy=parts.policy.policy_dict(), wall_clock_offset=offset,
                        identity=parts.identity)
+    # MQTT (mqtt.host set): one more sink, committing to the durable outbox; resolutions go into the log.
+    mqtt = publisher_for_serve(cfg, record_of=log.record, on_resolution=log.write_record)
     # The lane's frames go through the one inference engine (HTTP photos share it, after the lane).
     engine = InferenceEngine.from_config(parts.classifier, cfg)
     web = None
@@ -50,13 +54,15 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
         from checkout_cam.web.service import LaneWeb
         web = LaneWeb(cfg, parts, engine, listen, wall_clock_offset=offset)
     pipeline = Pipeline(parts.source, engine.lane(parts.identity.lane_id), parts.policy, cfg,
-                        sinks=[log, StderrEventSink(), *([web.feed] if web else [])], stop=stop)
+                        sinks=[log, StderrEventSink()] + ([mqtt] if mqtt else []) + ([web.feed] if web else []),
+                        stop=stop)
     untrained = "" if parts.classifier.trained else " UNTRAINED model:"
     logger.info("serving%s %s on %s, events to %s", untrained, parts.classifier.name, parts.source.name,
                 cfg.serve.log_path)
     # Unhealthy after this long without a loop iteration; the watchdog then lapses.
     max_silence = (notifier.watchdog_interval or 30.0) / 2 + cfg.source.stall_timeout_s
-    with log, engine, (web.serving(pipeline, stop) if web else contextlib.nullcontext()):
+    with log, (mqtt or contextlib.nullcontext()), engine, \
+            (web.serving(pipeline, stop) if web else contextlib.nullcontext()):
         pipeline.start()
         try:
             while not stop.is_set() and not pipeline.first_frame.wait(0.5):
@@ -79,6 +85,9 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                 if time.monotonic() >= next_stats:
                     next_stats += cfg.serve.stats_interval_s
                     line = pipeline.stats_line()
+                    if mqtt is not None:
+                        line += f", {mqtt.stats_text()}"
+                        mqtt.publish_stats(lane_stats(pipeline, parts.identity, mqtt))
                     logger.info("stats: %s", line)
                     notifier.status(line)
         finally:
