@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import socket
 import threading
 import time
@@ -30,6 +32,16 @@ def resolve_listen(cfg: Config, given: str | None = None) -> tuple[str, int, str
     return host, port, token
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: it re-raises SIGTERM after shutting down, which
+    kills the process before our ``finally`` blocks (engine, event log) run. The command installs
+    its own handlers instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
 class WebServer:
     """uvicorn serving ``app`` on (host, port). ``with WebServer(...)`` runs it in a thread."""
 
@@ -40,7 +52,7 @@ class WebServer:
         self.port = self._sock.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2, server_header=False)
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config)
         self._thread: threading.Thread | None = None
 
     @staticmethod
@@ -65,10 +77,17 @@ class WebServer:
         return f"http://{host}:{self.port}"
 
     def serve_forever(self) -> None:
-        """Foreground: uvicorn handles SIGINT/SIGTERM in the main thread."""
+        """Foreground, until SIGINT/SIGTERM (then open requests get a moment to finish)."""
+        def stop(signum, _frame):
+            logger.info("received %s: stopping the web service", signal.Signals(signum).name)
+            self.server.should_exit = True
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             self.server.run(sockets=[self._sock])
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self._sock.close()
 
     def __enter__(self) -> "WebServer":
