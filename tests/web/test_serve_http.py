@@ -117,8 +117,16 @@ def test_latest_jpg_and_the_mjpeg_stream_show_the_moving_camera(lane, videos):
     assert np.abs(first.astype(int) - last.astype(int)).mean() > 0.5   # the picture moves
 
 
+def no_viewers(url: str, timeout: float = 15) -> None:
+    """The server counts a viewer until its stream notices the client left (within about a second)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and httpx.get(url + "/api/status").json()["lane"]["viewers"]:
+        time.sleep(0.2)
+
+
 def test_a_viewer_over_the_cap_gets_503(lane):
     url, _, _ = lane
+    no_viewers(url)   # the previous test's stream
     streams = [httpx.stream("GET", url + "/stream.mjpg", timeout=30) for _ in range(2)]
     opened = [s.__enter__() for s in streams]
     try:
@@ -133,9 +141,7 @@ def test_a_viewer_over_the_cap_gets_503(lane):
     finally:
         for s in streams:
             s.__exit__(None, None, None)
-    deadline = time.monotonic() + 10   # the server notices the viewers left
-    while time.monotonic() < deadline and httpx.get(url + "/api/status").json()["lane"]["viewers"]:
-        time.sleep(0.2)
+    no_viewers(url)
     assert len(mjpeg_frames(url, 1)) == 1
 
 
