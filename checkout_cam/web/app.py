@@ -254,6 +254,7 @@ def create_app(services: WebServices) -> FastAPI:
                            "dropped": c["dropped"], "processed": c["processed"], "model_runs": c["model_runs"],
                            "reused": c["reused"], "errors": c["errors"], "items": c["items"],
                            "flagged": c["flagged"], "viewers": lane.view.viewers,
+                           "health": lane.reader.health(),
                            "decision": decision_dict(decision, lane.stale_after_ms)}
         return out
 

@@ -87,24 +87,26 @@ class LaneReader:
         return self.pipeline.status()
 
     def ready(self) -> tuple[bool, str]:
-        """(ready, why not): the first frame read, the camera online, both threads alive."""
+        """(ready, why not): the first frame read, then the pipeline's own health reader (threads
+        looping, camera online, no sink failing); without one, the camera's state."""
         p = self.pipeline
-        health = getattr(p, "health", None)
-        if callable(health):  # the pipeline's own health reader, where it has one
-            try:
-                h = health()
-                ok = getattr(h, "ok", None)
-                if ok is not None and not ok:
-                    return False, str(getattr(h, "reason", None) or getattr(h, "message", None) or "unhealthy")
-            except Exception:
-                logger.exception("pipeline health reader failed")
         if not p.first_frame.is_set():
             return False, f"waiting for the first frame from {p.source.name}"
-        if not p.source.online:
-            return False, f"camera offline: {p.source.name} delivers no frames (reconnecting)"
         if p.finished:
             return False, "the lane's pipeline has stopped"
+        health = getattr(p, "health", None)
+        if callable(health):
+            h = health()
+            if not h.ok:
+                return False, "; ".join(h.reasons) or "unhealthy"
+            return True, "ok"
+        if not p.source.online:
+            return False, f"camera offline: {p.source.name} delivers no frames (reconnecting)"
         return True, "ok"
+
+    def health(self) -> dict | None:
+        health = getattr(self.pipeline, "health", None)
+        return health().to_dict() if callable(health) else None
 
     def counters(self) -> dict:
         p = self.pipeline

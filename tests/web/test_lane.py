@@ -133,12 +133,16 @@ def test_readiness_follows_the_first_frame_and_the_camera():
 
 
 def test_readiness_uses_the_pipelines_health_reader_where_there_is_one():
+    from checkout_cam.pipeline import Health
+
     p = StubPipeline()
     p.first_frame.set()
-
-    class Health:
-        ok = False
-        reason = "event log sink failing: disk full"
-
-    p.health = lambda: Health()
-    assert LaneReader(p, "lane1").ready() == (False, "event log sink failing: disk full")
+    p.health = lambda: Health(ok=False, alive=True, camera_online=True,
+                              reasons=("sink event log has been failing for 12 s",))
+    r = LaneReader(p, "lane1")
+    assert r.ready() == (False, "sink event log has been failing for 12 s")
+    assert r.health()["reasons"] == ["sink event log has been failing for 12 s"]
+    p.health = lambda: Health(ok=False, alive=True, camera_online=False, reasons=("camera rtsp://cam is offline",))
+    assert r.ready() == (False, "camera rtsp://cam is offline")
+    p.health = lambda: Health(ok=True, alive=True, camera_online=True)
+    assert r.ready() == (True, "ok")
