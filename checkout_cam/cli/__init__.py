@@ -8,13 +8,14 @@ import sys
 
 from checkout_cam import __version__
 from checkout_cam.cli import (
-    classify, console, doctor, evaluate, events, export_model, finetune, live, replay, serve, validate_config)
+    classify, console, doctor, evaluate, events, export_model, finetune, live, replay, serve, validate_config,
+    web)
 from checkout_cam.errors import CheckoutCamError
 
 logger = logging.getLogger(__name__)
 
 # Order is the order `--help` lists them in.
-COMMANDS = [export_model, classify, replay, live, serve, events, console, doctor, finetune, evaluate,
+COMMANDS = [export_model, classify, replay, live, serve, web, events, console, doctor, finetune, evaluate,
             validate_config]
 
 DESCRIPTION = """\
