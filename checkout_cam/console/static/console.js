@@ -190,6 +190,7 @@ async function send(item, card, answer) {
 
 function queueCard(item) {
   const card = el("article", { class: "card", id: `item-${item.id}`, "data-id": item.id, "data-lane": item.lane_id });
+  card._item = item;   // updateCard swaps it; the buttons below read the current one
   const pic = item.picture
     ? el("img", { class: "pic", src: item.picture, alt: `scanning area of ${item.lane_id}` })
     : el("div", { class: "pic none", text: "no picture" });
@@ -198,12 +199,12 @@ function queueCard(item) {
   if (ROLE === "attendant") {
     actions.append(
       el("button", { type: "button", class: "accept primary", text: `Accept: ${item.label}`,
-        onclick: () => send(item, card, { outcome: "accept" }) }),
+        onclick: () => send(card._item, card, { outcome: "accept" }) }),
       el("button", { type: "button", class: "correct", text: "Correct…", onclick: () => {
         const open = card.querySelector(".correct-panel");
-        if (open) open.remove(); else card.querySelector(".body").append(correctPanel(item, card));
+        if (open) open.remove(); else card.querySelector(".body").append(correctPanel(card._item, card));
       } }),
-      el("button", { type: "button", class: "noitem", text: "No item", onclick: () => send(item, card, { outcome: "no_item" }) }));
+      el("button", { type: "button", class: "noitem", text: "No item", onclick: () => send(card._item, card, { outcome: "no_item" }) }));
   }
   card.append(pic, el("div", { class: "body" },
     el("div", { class: "card-head" },
@@ -213,6 +214,17 @@ function queueCard(item) {
     el("p", { class: "reasons", text: `Flagged: ${reasons || "review"}` }),
     topBars(item.top), actions, el("p", { class: "msg" })));
   return card;
+}
+
+function updateCard(card, item) {
+  const fresh = queueCard(item);
+  card._item = item;
+  for (const sel of [".pic", ".top3", ".reasons", ".card-head"]) {
+    const a = card.querySelector(sel), b = fresh.querySelector(sel);
+    if (a && b) a.replaceWith(b);
+  }
+  const accept = card.querySelector("button.accept");
+  if (accept) accept.textContent = `Accept: ${item.label}`;
 }
 
 function renderQueue(queue) {
@@ -232,19 +244,10 @@ function renderQueue(queue) {
     const sig = JSON.stringify([item.picture, item.state, item.top, item.reasons, item.label]);
     const old = document.getElementById(`item-${item.id}`);
     if (old) {
-      // the picture may come after the item, and its end may bring a new Top-3: redraw, unless
-      // the attendant is in the middle of answering it (then only the picture changes)
-      if (old.dataset.sig !== sig && !old.classList.contains("leaving") && !old.classList.contains("busy")) {
-        if (old.querySelector(".correct-panel")) {
-          const pic = old.querySelector(".pic");
-          if (item.picture && pic) pic.replaceWith(queueCard(item).querySelector(".pic"));
-        } else {
-          const card = queueCard(item);
-          card.dataset.received = item.received_at;
-          old.replaceWith(card);
-          card.dataset.sig = sig;
-          continue;
-        }
+      // the picture may come after the item, and its end may bring a new Top-3: update the card in
+      // place (its buttons and an open Correct panel stay where the attendant's finger is)
+      if (old.dataset.sig !== sig && !old.classList.contains("leaving")) {
+        updateCard(old, item);
         old.dataset.sig = sig;
       }
       continue;
