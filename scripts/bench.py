@@ -44,6 +44,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's own package, not an older installed one
 
+from checkout_cam.cpu import cpu_info  # noqa: E402
 from checkout_cam.images import read_image  # noqa: E402
 from checkout_cam.model.artifact import ArtifactMeta, quiet_jit_deprecation, read_meta, save_artifact  # noqa: E402
 from checkout_cam.model.classifier import BACKENDS, Classifier, open_classifier  # noqa: E402
@@ -60,7 +61,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data"
 # Headline keys, in print order. Keys no section fills yet stay null in the JSON
 # (the pipeline's replay/live/serve sections will add theirs).
 FIGURE_KEYS = [
-    "model_latency_ms", "fp32_vs_eager", "int8_vs_eager", "int8_vs_best_peer_int8",
+    "cpu_isa", "model_latency_ms", "fp32_vs_eager", "int8_vs_eager", "int8_vs_best_peer_int8",
     "int8_top1_agreement", "int8_accuracy_drop_pts", "sgemm_gflops",
     "replay_fp32_vs_naive", "replay_int8_vs_naive", "replay_fp32_gated_vs_naive",
     "replay_int8_gated_vs_naive", "replay_gated_model_share", "replay_fp32_ceiling_vs_naive",
@@ -70,6 +71,8 @@ FIGURE_KEYS = [
 ]
 
 DEFINITIONS = {
+    "cpu_isa": "the CPU's speed-relevant instruction sets (/proc/cpuinfo flags: AVX2, AVX-512, VNNI, BF16, "
+               "AMX): read every other figure with these in mind",
     "model_latency_ms": "batch-1 latency of our default (fp32) artifact as the classifier runs it, ms",
     "fp32_vs_eager": "torchvision eager fp32 batch-1 latency / our fp32 artifact's (a speed-up)",
     "int8_vs_eager": "torchvision eager fp32 batch-1 latency / our int8 artifact's (a speed-up)",
@@ -967,13 +970,8 @@ def print_table(rows: list[Row]) -> None:
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+    info = cpu_info()
+    return {"cpu": info.model, "cpu_isa": info.isa, "cores": info.cores, "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
@@ -1007,6 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {"bench": "checkout_cam", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "quick": args.quick, "machine": machine(), "figures": dict.fromkeys(FIGURE_KEYS),
               "definitions": DEFINITIONS, "sections": {}}
+    report["figures"]["cpu_isa"] = report["machine"]["cpu_isa"]
+    print(f"cpu: {cpu_info().describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads",
+          flush=True)
     rows: list[Row] = []
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="checkout-cam-bench-") as tmp:
@@ -1036,7 +1037,8 @@ def main(argv: list[str] | None = None) -> int:
         for note in sec["notes"]:
             print(f"note: {name}: {note}")
     print("figures: " + ", ".join(f"{k}={v}" for k, v in report["figures"].items() if v is not None))
-    print(f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, torch "
+    print(f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores "
+          f"({' '.join(report['machine']['cpu_isa']) or 'no AVX2'}), torch "
           f"{report['machine']['torch']} with {bench.threads} threads; load average "
           f"{report['machine']['loadavg_start'][0]:.1f} at start, {report['machine']['loadavg_end'][0]:.1f} at end; "
           f"{report['seconds']:.0f} s")
