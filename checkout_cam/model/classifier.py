@@ -95,8 +95,10 @@ class TorchScriptClassifier(Classifier):
 
     def __init__(self, path: str | Path, roi: Sequence[float] | None = None, optimize: bool = True):
         loading = contextlib.nullcontext()
-        if read_meta(path).precision == "int8":
-            from checkout_cam.model.quantize import int8_loading
+        first = read_meta(path)
+        if first.precision == "int8":
+            from checkout_cam.model.quantize import check_int8_cpu, int8_loading
+            check_int8_cpu(first, path)   # before loading: never run saturating int8 silently
             loading = int8_loading()
         with loading:
             module, meta = load_artifact(path)
