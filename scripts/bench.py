@@ -61,7 +61,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data"
 # Headline keys, in print order. Keys no section fills yet stay null in the JSON
 # (the pipeline's replay/live/serve sections will add theirs).
 FIGURE_KEYS = [
-    "cpu_isa", "model_latency_ms", "fp32_vs_eager", "int8_vs_eager", "int8_vs_best_peer_int8",
+    "cpu_isa", "model_latency_ms", "fp32_vs_eager", "fp32_vs_onnxruntime_fp32", "int8_vs_eager", "int8_vs_best_peer_int8",
     "int8_top1_agreement", "int8_accuracy_drop_pts", "sgemm_gflops",
     "replay_fp32_vs_naive", "replay_int8_vs_naive", "replay_fp32_gated_vs_naive",
     "replay_int8_gated_vs_naive", "replay_gated_model_share", "replay_fp32_ceiling_vs_naive",
@@ -76,6 +76,8 @@ DEFINITIONS = {
     "model_latency_ms": "batch-1 latency of our default (fp32) artifact as the classifier runs it, ms",
     "fp32_vs_eager": "torchvision eager fp32 batch-1 latency / our fp32 artifact's (a speed-up)",
     "int8_vs_eager": "torchvision eager fp32 batch-1 latency / our int8 artifact's (a speed-up)",
+    "fp32_vs_onnxruntime_fp32": "our fp32 artifact's batch-1 latency / ONNX Runtime fp32's on the same weights "
+                                "(1 = as fast)",
     "int8_vs_best_peer_int8": "our int8 batch-1 latency / the fastest peer int8 runtime's (1 = as fast)",
     "int8_top1_agreement": "share of grocery val photos where int8 and fp32 give the same top-1",
     "int8_accuracy_drop_pts": "fp32 minus int8 top-1 accuracy on grocery val, percentage points",
@@ -400,6 +402,9 @@ def bench_model(bench: Bench) -> SectionResult:
     lat = {name: st.median for name, st in per_batch[1].items()}
     e, f, q = lat["torchvision eager fp32"], lat["ours fp32 (.pt)"], lat["ours int8 (.pt)"]
     res.figures.update(model_latency_ms=round(f, 2), fp32_vs_eager=round(e / f, 3), int8_vs_eager=round(e / q, 3))
+    if "onnxruntime fp32" in lat:
+        res.figures["fp32_vs_onnxruntime_fp32"] = round(f / lat["onnxruntime fp32"], 3)
+    res.details["ours_fp32_runtime"] = getattr(fp32, "runtime", None)
     peer_int8 = {n: v for n, v in lat.items() if n.endswith("int8") and not n.startswith("ours")}
     if peer_int8:
         best = min(peer_int8, key=peer_int8.get)
@@ -408,6 +413,36 @@ def bench_model(bench: Bench) -> SectionResult:
     res.details["batch1_ratio_vs_eager"] = {n: round(e / v, 3) for n, v in lat.items()}
     res.details["logit_cosine_vs_eager_min"] = {n: round(v, 5) for n, v in agreement.items()}
     return res
+
+
+class Bf16(torch.nn.Module):
+    """fp32 in and out, bf16 channels_last inside."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)).float()
+
+
+def _one_thread_cpu_ms(variants: dict[str, Callable], x: torch.Tensor, bench: Bench) -> dict[str, float]:
+    """CPU time (the whole process's) of one batch-1 call on one thread: what the kernels cost,
+    without the thread-pool wake-ups and the other processes that make wall time on a shared
+    machine noisy."""
+    out = {}
+    rounds, per = bench.reps((3, 5), (2, 3))
+    samples: dict[str, list[float]] = {n: [] for n in variants}
+    with torch_threads(1), torch.inference_mode():
+        for r in range(rounds):
+            for name, fn in variants.items():
+                for _ in range(per):
+                    c = time.process_time()
+                    fn(x)
+                    samples[name].append((time.process_time() - c) * 1e3)
+    for name, xs in samples.items():
+        out[name] = round(statistics.median(xs), 2)
+    return out
 
 
 def bench_fp32_variants(bench: Bench) -> SectionResult:
@@ -447,15 +482,40 @@ def bench_fp32_variants(bench: Bench) -> SectionResult:
         except Exception as exc:
             res.details["optimize_then_save_loads"] = False
             res.details["optimize_then_save_error"] = str(exc).strip().splitlines()[0][:200]
+    # What the classifier runs now: the artifact compiled with oneDNN Graph (batch-1 plan).
+    variants["ours as loaded (oneDNN Graph)"] = open_classifier(bench.fp32_artifact()).logits
+    if cpu_info().bf16:
+        # bf16 weights and activations (AMX / AVX512_BF16 kernels): a numerics change, so its
+        # error against fp32 is printed beside its speed; grocery agreement is in int8_accuracy.
+        bf = copy.deepcopy(eager).to(torch.bfloat16).to(memory_format=torch.channels_last)
+        with quiet_jit_deprecation(), torch.no_grad():
+            variants["bf16 channels_last frozen"] = torch.jit.freeze(torch.jit.trace(Bf16(bf).eval(), x1))
+    try:
+        onnx_path = peers.export_onnx(eager, bench.work / "variants.onnx")
+        ort = peers.ort_runner(onnx_path, bench.threads)
+        variants["onnxruntime fp32"] = lambda x: torch.from_numpy(ort(x.numpy()))
+        ort1 = peers.ort_runner(onnx_path, 1)   # its thread count is fixed when the session is made
+    except Exception as exc:
+        res.notes.append(f"onnxruntime not in the rotation: {type(exc).__name__}: {str(exc)[:200]}")
     err = {}
     for name, m in variants.items():
         with torch.inference_mode():
             err[name] = float((m(x8) - ref).abs().max())
     stats = interleaved({n: torch_call(m, x1) for n, m in variants.items()}, *bench.reps((20, 5), (6, 3)))
+    if "onnxruntime fp32" in stats:
+        ort_ms = stats["onnxruntime fp32"].median
+        res.details["ratio_vs_onnxruntime"] = {n: round(s.median / ort_ms, 3) for n, s in stats.items()}
+    one_thread = dict(variants)
+    if "onnxruntime fp32" in variants:
+        one_thread["onnxruntime fp32"] = lambda x: ort1(x.numpy())
+    with torch_threads(1):   # a oneDNN Graph plan keeps the thread count it was compiled with
+        one_thread["ours as loaded (oneDNN Graph)"] = open_classifier(bench.fp32_artifact()).logits
+    cpu_ms = res.details["cpu_ms_1_thread"] = _one_thread_cpu_ms(one_thread, x1, bench)
     base = stats["eager"].median
     for name, st in stats.items():
         res.rows.append(Row("fp32_variants", name, "batch 1 latency", st, "ms",
-                            f"{base / st.median:.2f}x eager, max|diff| {err[name]:.1e}"))
+                            f"{base / st.median:.2f}x eager, max|diff| {err[name]:.1e}, "
+                            f"{cpu_ms[name]:.1f} CPU-ms on 1 thread"))
     res.details["ratio_vs_eager"] = {n: round(base / s.median, 3) for n, s in stats.items()}
     res.details["max_abs_diff_vs_eager"] = err
     return res
