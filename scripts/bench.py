@@ -67,7 +67,8 @@ FIGURE_KEYS = [
     "replay_int8_gated_vs_naive", "replay_gated_model_share", "replay_fp32_ceiling_vs_naive",
     "replay_int8_ceiling_vs_naive", "live_display_fps", "live_latency_p95_ms",
     "live_model_latency_p95_ms",
-    "static_scene_model_share", "peak_rss_mb", "first_result_s",
+    "static_scene_model_share", "peak_rss_mb", "first_result_s", "serve_rss_one_lane_mb",
+    "serve_rss_per_extra_lane_mb", "lanes_max_int8_gated", "lanes_max_int8_every_frame", "lanes_max_fp32_gated",
 ]
 
 DEFINITIONS = {
@@ -99,8 +100,17 @@ DEFINITIONS = {
     "live_model_latency_p95_ms": "the same over frames that reached the model only (gating reuses results "
                                  "for the rest, which are near-instant), ms",
     "static_scene_model_share": "share of frames of a still scene at 30 fps that reached the model (gating on)",
-    "peak_rss_mb": "peak resident memory (VmHWM) of a `serve` process, MB",
-    "first_result_s": "seconds from launching `serve` to its first result (imports, model, frame, inference)",
+    "peak_rss_mb": "peak resident memory (VmHWM) of a one-lane `serve` process on the fp32 model, MB",
+    "first_result_s": "seconds from launching `serve` (int8 model) to its first result (imports, model, frame, "
+                      "inference)",
+    "serve_rss_one_lane_mb": "peak resident memory (VmHWM) of a one-lane `serve` process on the int8 model, MB",
+    "serve_rss_per_extra_lane_mb": "peak RSS of `serve` with N lanes minus one lane's, per extra lane (int8, "
+                                   "the lanes section's largest N), MB",
+    "lanes_max_int8_gated": "the most paced 30 fps lanes one `serve` runs on the int8 model with motion gating "
+                            "while every lane keeps capture-to-result p95 < 150 ms and >= 10 model results/s "
+                            "while its scene moves (of N = 1, 2, 4, 6)",
+    "lanes_max_int8_every_frame": "the same with the model on every frame (gating off), int8",
+    "lanes_max_fp32_gated": "the same on the fp32 model with motion gating",
 }
 
 # ---------------------------------------------------------------- statistics and timing
@@ -959,42 +969,67 @@ def bench_live(bench: "Bench") -> SectionResult:
     return res
 
 
-def bench_serve(bench: "Bench") -> SectionResult:
-    """`serve` as a fresh process: launch to first result, and its peak RSS."""
+def _serve_once(bench: "Bench", args: list[str], log: Path, settle_s: float = 3.0) -> tuple[float | None, float | None]:
+    """Launch `serve` fresh; (seconds to its first result, peak RSS MB) after running ``settle_s`` more."""
     import re
     import signal
     import subprocess
-    video, res = _video_section(bench)
-    if video is None:
-        return res
-    starts, peaks = [], []
-    for _ in range(1 if bench.quick else 3):
-        t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "checkout_cam", "serve", "--model", str(bench.fp32_artifact()),
-                                 "--source", str(video), "--log", str(bench.work / "serve.jsonl")],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-        first = None
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "checkout_cam", "serve", *args, "--log", str(log)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    first = peak = None
+    try:
         for line in proc.stderr:
             if re.search(r"first result [\d.]+ s after start", line):
                 first = time.monotonic() - t0
                 break
-        time.sleep(3)  # run a little, then read the peak before stopping
-        with contextlib.suppress(OSError):
+        time.sleep(settle_s)  # run a little, then read the peak before stopping
+        with contextlib.suppress(OSError, AttributeError):
             status = Path(f"/proc/{proc.pid}/status").read_text()
-            peaks.append(int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024)
+            peak = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+    finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
-        if first is not None:
-            starts.append(first)
-    if not starts:
+    return first, peak
+
+
+def bench_serve(bench: "Bench") -> SectionResult:
+    """`serve` as a fresh process, one lane, int8 and fp32: launch to first result, and its peak RSS."""
+    video, res = _video_section(bench)
+    if video is None:
+        return res
+    models = {"int8": bench.int8_artifact(), "fp32": bench.fp32_artifact()}
+    starts: dict[str, list[float]] = {k: [] for k in models}
+    peaks: dict[str, list[float]] = {k: [] for k in models}
+    for r in range(1 if bench.quick else 3):
+        for prec in (list(models) if r % 2 == 0 else list(models)[::-1]):
+            first, peak = _serve_once(bench, ["--model", str(models[prec]), "--source", str(video)],
+                                      bench.work / "serve.jsonl")
+            if first is not None:
+                starts[prec].append(first)
+            if peak is not None:
+                peaks[prec].append(peak)
+    if not starts["int8"] and not starts["fp32"]:
         res.notes.append("serve never reported a first result")
         return res
-    res.rows += [Row("serve", "fp32, box.mp4", "launch to first result", Stats.of(starts), "s",
-                     "fresh process: imports, model load, first frame, first inference"),
-                 Row("serve", "fp32, box.mp4", "peak RSS", Stats.of(peaks), "MB")]
-    res.figures.update(first_result_s=round(statistics.median(starts), 2),
-                       peak_rss_mb=round(statistics.median(peaks), 1))
+    for prec in models:
+        if starts[prec]:
+            res.rows.append(Row("serve", f"{prec}, box.mp4, one lane", "launch to first result", Stats.of(starts[prec]),
+                                "s", "fresh process: imports, model load, first frame, first inference"))
+        if peaks[prec]:
+            res.rows.append(Row("serve", f"{prec}, box.mp4, one lane", "peak RSS", Stats.of(peaks[prec]), "MB"))
+    if starts["int8"]:
+        res.figures["first_result_s"] = round(statistics.median(starts["int8"]), 2)
+    if peaks["int8"]:
+        res.figures["serve_rss_one_lane_mb"] = round(statistics.median(peaks["int8"]), 1)
+    if peaks["fp32"]:
+        res.figures["peak_rss_mb"] = round(statistics.median(peaks["fp32"]), 1)
+    res.details["first_result_s"] = {k: [round(v, 2) for v in xs] for k, xs in starts.items()}
+    res.details["torch_build"] = torch.__version__
+    # A CUDA build of torch maps its CUDA libraries into every process that imports it (about 280 MB
+    # of RSS here, unused on a CPU box): the CPU-only wheel is what a lane box should install.
+    res.details["cuda_libraries_loaded"] = "libtorch_cuda" in Path("/proc/self/maps").read_text()
     return res
 
 
