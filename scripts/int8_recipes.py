@@ -11,7 +11,8 @@ int8 model is also run with oneDNN capped to AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``,
 in a child process): the kernels of a CPU without VNNI, where int16 sums
 saturate. That is the risk an 8-bit artifact would carry onto such a CPU, and
 why loading refuses it there (``quantize.check_int8_cpu``; this script loads
-past the check on purpose).
+past the check on purpose). Where the CPU has bf16 (AVX512_BF16 / AMX), the
+same weights in bf16 (channels_last, traced and frozen) are compared too.
 """
 
 from __future__ import annotations
@@ -96,7 +97,26 @@ def export(ckpt_path: Path, out_dir: Path, data: Path) -> dict[str, Path]:
         print(f"exported {bits}-bit in {time.monotonic() - t0:.0f} s", flush=True)
     # export_trained writes the fp32 twin beside each int8 one: the same weights, the same file twice.
     out["fp32"] = out_dir / "int8-8bit-fp32.pt"
+    torch.save({"state_dict": model.state_dict(), "labels": labels}, out_dir / "weights.pth")
     return out
+
+
+def bf16_probabilities(weights: Path, fp32_path: Path, paths: list[Path]) -> np.ndarray:
+    """The same weights run in bf16 (what AMX / AVX512_BF16 kernels compute)."""
+    from torchvision.models import resnet18
+    saved = torch.load(weights, map_location="cpu")
+    model = resnet18(num_classes=len(saved["labels"]))
+    model.load_state_dict(saved["state_dict"])
+    model = model.eval().to(torch.bfloat16).to(memory_format=torch.channels_last)
+    meta = read_meta(fp32_path)
+    pre = Preprocessor(resize=meta.resize_size, crop=meta.input_size, mean=tuple(meta.mean), std=tuple(meta.std))
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(paths), 16):
+            x = pre([read_image(p) for p in paths[i:i + 16]]).to(torch.bfloat16).contiguous(
+                memory_format=torch.channels_last)
+            out.append(torch.softmax(model(x).float(), 1))
+    return torch.cat(out).numpy()
 
 
 def main(argv=None) -> int:
@@ -127,6 +147,8 @@ def main(argv=None) -> int:
         subprocess.run([sys.executable, __file__, "--data", str(args.data), "--probs-of", str(models[name]),
                         "--probs-out", str(out)], check=True, env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"})
         probs[f"{name} on AVX2 kernels"] = np.load(out)
+    if cpu.bf16 and (args.out_dir / "weights.pth").exists():
+        probs["bf16"] = bf16_probabilities(args.out_dir / "weights.pth", models["fp32"], paths)
     ref = probs["fp32"]
     top2 = np.sort(ref, 1)[:, -2:]
     margin = top2[:, 1] - top2[:, 0]
