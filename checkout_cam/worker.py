@@ -21,7 +21,7 @@ from checkout_cam.model import Classifier
 from checkout_cam.gating import MotionGate
 from checkout_cam.results import Classification, InferenceResult
 from checkout_cam.sources import FrameSource
-from checkout_cam.stats import RateMeter
+from checkout_cam.stats import FrameRateMeter, RateMeter
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class CaptureThread(threading.Thread):
         self.on_frame = on_frame
         # Preprocessing here overlaps it with inference of the previous frame in the worker.
         self.prepare = prepare
-        self.meter = RateMeter()
+        self.meter = FrameRateMeter()
         self.heartbeat = time.monotonic()
         self.error: BaseException | None = None
 

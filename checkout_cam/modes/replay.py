@@ -30,14 +30,16 @@ class ReplaySummary:
     errors: int
     seconds: float
     model_runs: int
+    lost_events: int = 0  # item events an event sink failed to take: the run must not exit 0
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        lost = f", {self.lost_events} events NOT WRITTEN" if self.lost_events else ""
         return (f"replay: {self.frames} frames, {self.items} items ({self.flagged} flagged for review), "
-                f"{self.errors} frame errors, model ran on {self.model_runs}, {self.seconds:.1f} s, "
+                f"{self.errors} frame errors{lost}, model ran on {self.model_runs}, {self.seconds:.1f} s, "
                 f"{self.fps:.1f} frames/s")
 
 
@@ -96,4 +98,4 @@ def run_replay(cfg: Config, *, out: str | Path | None = None, log: str | Path | 
     if not reached_end:
         logger.warning("replay interrupted after %d frames", frames)
     return ReplaySummary(frames, pipeline.items, pipeline.flagged, pipeline.worker.errors, time.monotonic() - t0,
-                         pipeline.worker.model_runs)
+                         pipeline.worker.model_runs, pipeline.sinks.lost_events)
