@@ -348,7 +348,10 @@ def lane_config(cfg: Config, lane: LaneConfig) -> Config:
         preprocess=dataclasses.replace(cfg.preprocess, roi=lane.roi if lane.roi is not None else cfg.preprocess.roi),
         review=dataclasses.replace(cfg.review, **review),
         serve=dataclasses.replace(cfg.serve, lane_id=lane.lane_id, log_path=lane_log_path(cfg.serve.log_path, lane),
-                                  lanes=[]))
+                                  lanes=[]),
+        # Each lane publishes as itself: its own MQTT client and durable outbox.
+        mqtt=dataclasses.replace(cfg.mqtt, state_dir=str(Path(cfg.mqtt.state_dir) / lane.lane_id),
+                                 client_id=f"{cfg.mqtt.client_id}-{lane.lane_id}" if cfg.mqtt.client_id else ""))
 
 
 def config_from_dict(data: Any, source: str = "config") -> Config:

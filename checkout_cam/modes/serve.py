@@ -41,6 +41,9 @@ def status_text(pipeline: Pipeline, health=None) -> str:
 
 def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: SystemdNotifier | None = None,
               parts=None) -> int:
+    if cfg.serve.lanes and parts is None:   # several lanes, one model: modes/lanes.py
+        from checkout_cam.modes.lanes import run_lanes
+        return run_lanes(cfg, stop=stop, notifier=notifier)
     t_start = time.monotonic()
     stop = stop or threading.Event()
     reopen = threading.Event()
