@@ -64,19 +64,27 @@ class LaneModel(EngineClient):
 
 
 class ModelRate:
-    """A sink that counts, per second of the run, the results the model computed for its lane
-    (reused, gated results are not counted): model results per second while the scene moves."""
+    """A sink that counts, per second of the run, the frames its lane processed and the results the
+    model computed for them (gated, reused results are not model results)."""
 
     def __init__(self) -> None:
         self.start = time.monotonic()
-        self.per_second: dict[int, int] = {}
+        self.per_second: dict[int, list[int]] = {}   # second -> [processed, model results]
         self.name = "model rate"
 
     def __call__(self, frame, decision) -> None:
         r = decision.result
-        if r.classification is not None and not r.reused and r.done:
-            s = int(r.done - self.start)
-            self.per_second[s] = self.per_second.get(s, 0) + 1
+        if r.done:
+            counts = self.per_second.setdefault(int(r.done - self.start), [0, 0])
+            counts[0] += 1
+            counts[1] += int(r.classification is not None and not r.reused)
+
+    def moving(self) -> list[tuple[int, int]]:
+        """(frames given a result, model results) in each whole second (the first and last are
+        partial) in which the scene moved: the model ran more than the motion gate's once-a-second
+        refresh (without gating, every second)."""
+        seconds = [c for _, c in sorted(self.per_second.items())][1:-1]
+        return [(processed, m) for processed, m in seconds if m >= 2]
 
     def close(self) -> None:
         pass
@@ -92,22 +100,20 @@ class Lane:
     rate: ModelRate = field(default_factory=ModelRate)
     first_result_logged: bool = False
 
-    def summary(self, seconds: float, gated_moving_min: int = 2) -> dict:
+    def summary(self, seconds: float) -> dict:
         """The lane's run in numbers (one JSON line at the end; the bench's `lanes` section reads it)."""
         p = self.pipeline
         captured = p.capture.meter.total
-        per_second = [p_s for _, p_s in sorted(self.rate.per_second.items())][1:-1] or \
-            list(self.rate.per_second.values())
-        # Seconds in which the scene moved: with gating, those where the model ran more than the
-        # once-per-motion_max_reuse_s refresh; without it, every second.
-        moving = [n for n in per_second if p.gate is None or n >= gated_moving_min]
+        moving = self.rate.moving()
         return {"lane_id": self.lane_id, "seconds": round(seconds, 1), "source": p.source.name,
                 "captured": captured, "capture_fps": round(captured / seconds, 2) if captured and seconds else None,
                 "processed": p.worker.processed, "model_runs": p.worker.model_runs,
                 "model_results_per_s": round(p.worker.model_runs / seconds, 2) if seconds else None,
-                "model_results_per_s_moving_median": _median(moving),
-                "model_results_per_s_moving_min": min(moving) if moving else None,
-                "moving_seconds": len(moving), "counted_seconds": len(per_second),
+                # Each processed frame has a current result: the model's, or with gating the previous
+                # one because the scanning area had not changed.
+                "results_per_s_moving_median": _median([r for r, _ in moving]),
+                "model_results_per_s_moving_median": _median([m for _, m in moving]),
+                "moving_seconds": len(moving), "counted_seconds": max(0, len(self.rate.per_second) - 2),
                 "latency_p50_ms": _r(p.run_latency_ms.get(50)), "latency_p95_ms": _r(p.run_latency_ms.get(95)),
                 "model_latency_p50_ms": _r(p.model_latency_ms.get(50)),
                 "model_latency_p95_ms": _r(p.model_latency_ms.get(95)),
