@@ -442,6 +442,13 @@ def path_problems(cfg: Config, *, base: Path | None = None) -> list[str]:
             problems.append(f"{key}: {problem}")
         if key == "serve.log_path" and target.is_dir():
             problems.append(f"{key}: {target} is a directory; give a file name such as events.jsonl")
+    for i, lane in enumerate(cfg.serve.lanes):
+        if lane.source and not lane.source.isdigit() and "://" not in lane.source and not where(lane.source).is_file():
+            problems.append(f"serve.lanes[{i}].source: video file {where(lane.source)} does not exist")
+        log = where(lane_log_path(cfg.serve.log_path, lane))
+        problem = writable_folder_problem(log.parent)
+        if problem:
+            problems.append(f"serve.lanes[{i}].log_path: {problem}")
     return problems
 
 

@@ -208,3 +208,12 @@ serve:
     assert [s["lane_id"] for s in summaries] == ["lane1", "lane2"]
     assert all(s["model_runs"] > 0 and s["captured"] > 0 and s["peak_rss_mb"] for s in summaries)
     assert "serving 2 lanes" in err.text
+
+
+def test_validate_config_checks_each_lanes_files(tmp_path):
+    from checkout_cam.config import path_problems
+    cfg = config_from_dict({"serve": {"log_path": str(tmp_path / "events.jsonl"), "lanes": [
+        {"lane_id": "a", "source": str(tmp_path / "missing.mp4")}, {"lane_id": "b", "source": "rtsp://cam/s"}]}})
+    problems = path_problems(cfg, base=tmp_path)
+    assert any(p.startswith("serve.lanes[0].source: video file") for p in problems)
+    assert not any(p.startswith("serve.lanes[1]") for p in problems)
