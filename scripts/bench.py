@@ -52,6 +52,7 @@ from checkout_cam.model.quantize import save_int8_artifact  # noqa: E402
 from checkout_cam.model.weights import random_weights  # noqa: E402
 from checkout_cam.preprocess import Preprocessor  # noqa: E402
 
+import bench_http  # noqa: E402
 import bench_peers as peers  # noqa: E402
 
 logger = logging.getLogger("bench")
@@ -69,6 +70,7 @@ FIGURE_KEYS = [
     "live_model_latency_p95_ms",
     "static_scene_model_share", "peak_rss_mb", "first_result_s", "serve_rss_one_lane_mb",
     "serve_rss_per_extra_lane_mb", "lanes_max_int8_gated", "lanes_max_int8_every_frame", "lanes_max_fp32_gated",
+    *bench_http.FIGURE_KEYS,
 ]
 
 DEFINITIONS = {
@@ -111,6 +113,7 @@ DEFINITIONS = {
                             "while its scene moves (of N = 1, 2, 4, 6)",
     "lanes_max_int8_every_frame": "the same with the model on every frame (gating off), int8",
     "lanes_max_fp32_gated": "the same on the fp32 model with motion gating",
+    **bench_http.DEFINITIONS,
 }
 
 # ---------------------------------------------------------------- statistics and timing
@@ -1033,6 +1036,12 @@ def bench_serve(bench: "Bench") -> SectionResult:
     return res
 
 
+def bench_http_section(bench: "Bench") -> SectionResult:
+    """/predict under 1/4/16 clients vs the source material's Flask loop; the lane under HTTP load
+    (scripts/bench_http.py)."""
+    return bench_http.run(bench, sys.modules[__name__])
+
+
 def bench_mqtt_outbox(bench: "Bench") -> SectionResult:
     """What the MQTT sink adds to closing an item event: the `end` envelope's JSON and its SQLite commit
     (scripts/mqtt_load.py measures the same with 50 lanes and a live broker)."""
@@ -1189,6 +1198,7 @@ SECTIONS: list[tuple[str, Callable[[Bench], SectionResult]]] = [
     ("live", bench_live),
     ("serve", bench_serve),
     ("lanes", bench_lanes),
+    ("http", bench_http_section),
     ("mqtt_outbox", bench_mqtt_outbox),
 ]
 

@@ -18,6 +18,8 @@ frames waiting from several lanes go into one model call.
 - **Health.** The watchdog is pinged only while every lane's threads loop and
   the engine thread does (``LaneSet.health``); a lane whose camera is offline
   is reported, not restarted (restarting would not bring the camera back).
+- **The web layer** (``serve --http``) runs with the single-lane form for now;
+  its per-lane live views over ``LaneSet`` are the next step.
 - **Per lane ROI.** Each lane crops its own scanning area before the model
   (``LaneModel``), in its capture thread as a single lane does.
 """
@@ -142,9 +144,13 @@ class LaneSet:
         self.cfg = cfg
         self.stop = stop
         self.classifier = open_classifier(cfg.model.path, threads=cfg.model.threads)
-        self.engine = InferenceEngine(self.classifier, max_batch=max(1, len(cfg.serve.lanes)),
+        # Up to one frame per lane in a call (a lane has one in flight); HTTP photos (the web layer,
+        # single-lane serve for now) take the engine's own defaults.
+        self.engine = InferenceEngine(self.classifier, max_batch=max(cfg.http.max_batch, len(cfg.serve.lanes)),
                                       poll_s=cfg.pipeline.queue_timeout_s,
                                       shutdown_timeout_s=cfg.pipeline.shutdown_timeout_s, stop=stop)
+        self.batch_sizes: dict[int, int] = {}
+        self.engine.add_observer(self._count_batch)
         offset = time.time() - time.monotonic() if wall_clock_offset is None else wall_clock_offset
         self.lanes: list[Lane] = []
         clf = self.classifier
@@ -165,6 +171,18 @@ class LaneSet:
             pipeline = Pipeline(source, LaneModel(self.engine, lane.lane_id, lcfg.preprocess.roi), policy, lcfg,
                                 sinks=[log, StderrEventSink(), rate] + ([mqtt] if mqtt else []), stop=stop)
             self.lanes.append(Lane(lane.lane_id, lcfg, pipeline, log, mqtt, rate))
+
+    def _count_batch(self, report) -> None:
+        self.batch_sizes[report.images] = self.batch_sizes.get(report.images, 0) + 1
+
+    def engine_healthy(self, max_silence_s: float) -> bool:
+        """The engine thread is alive and looping (a model call in progress counts as looping)."""
+        e = self.engine
+        return e.is_alive() and (e.busy or time.monotonic() - e.heartbeat < max_silence_s)
+
+    def engine_summary(self) -> dict:
+        lane = self.engine.status()["lane"]
+        return {**lane, "batch_sizes": dict(sorted(self.batch_sizes.items()))}
 
     def __enter__(self) -> "LaneSet":
         self._stack = contextlib.ExitStack()
@@ -206,7 +224,7 @@ class LaneSet:
         per_lane = {lane.lane_id: lane.pipeline.health(max_silence_s) for lane in self.lanes}
         reasons = [f"{lid}: {r}" for lid, h in per_lane.items() for r in h.reasons]
         silence = max_silence_s if max_silence_s is not None else 2 * self.cfg.source.stall_timeout_s
-        engine_ok = self.engine.healthy(silence)
+        engine_ok = self.engine_healthy(silence)
         if not engine_ok:
             reasons.append("the inference engine has stopped looping")
         alive = engine_ok and all(h.alive for h in per_lane.values())
@@ -221,7 +239,7 @@ class LaneSet:
 
     def stats_lines(self) -> list[str]:
         lines = [f"{lane.lane_id}: {lane.pipeline.stats_line()}" for lane in self.lanes]
-        e = self.engine.status()
+        e = self.engine_summary()
         lines.append(f"engine: {e['images']} images in {e['batches']} calls (sizes {e['batch_sizes']}), "
                      f"queue p95 {e['queue_ms_p95']} ms, call p50 {e['model_ms_p50']} ms")
         return lines
@@ -308,5 +326,5 @@ def run_lanes(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                 logger.error("%s: %d item event(s) were not written by every event sink", lane.lane_id,
                              lane.pipeline.sinks.lost_events)
                 failed = True
-        logger.info("engine summary %s", json.dumps(lanes.engine.status()))
+        logger.info("engine summary %s", json.dumps(lanes.engine_summary()))
     return 1 if failed else 0

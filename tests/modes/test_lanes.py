@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from checkout_cam.config import config_from_dict, lane_config, load_config
-from checkout_cam.engine import EngineClosed, InferenceEngine
+from checkout_cam.engine import LANE, EngineClosed, InferenceEngine
 from checkout_cam.errors import ConfigError
 from checkout_cam.modes.lanes import LaneSet, run_lanes
 from checkout_cam.results import Classification, Prediction
@@ -95,33 +95,33 @@ def _img(v):
 def test_engine_batches_waiting_lanes_round_robin_so_none_starves():
     fake = SlowFake()
     with InferenceEngine(fake, max_batch=3) as engine:
-        blocker = engine.submit(_img(9), caller="busy")   # occupies the model
+        blocker = engine.submit(_img(9), caller="busy", priority=LANE)   # occupies the model
         time.sleep(0.005)
-        busy = [engine.submit(_img(1), caller="busy") for _ in range(5)]
-        quiet = engine.submit(_img(2), caller="quiet")
-        other = engine.submit(_img(3), caller="other")
+        busy = [engine.submit(_img(1), caller="busy", priority=LANE) for _ in range(5)]
+        quiet = engine.submit(_img(2), caller="quiet", priority=LANE)
+        other = engine.submit(_img(3), caller="other", priority=LANE)
         assert quiet.result(5)[0].best.label == "c2" and other.result(5)[0].best.label == "c3"
         for f in busy + [blocker]:
             f.result(5)
     # The call after the blocker holds one frame of each waiting lane, not three of the busy one.
     second = fake.calls[1]
     assert sorted(second) == [1, 2, 3]
-    assert engine.status()["images"] == 8
+    assert engine.status()["lane"]["images"] == 8
 
 
 def test_engine_isolates_a_failing_frame_and_fails_what_waits_on_close():
     fake = SlowFake(fail_on=4)
     with InferenceEngine(fake, max_batch=4) as engine:
-        blocker = engine.submit(_img(9), caller="a")
+        blocker = engine.submit(_img(9), caller="a", priority=LANE)
         time.sleep(0.005)
-        good, bad = engine.submit(_img(1), caller="b"), engine.submit(_img(4), caller="c")
+        good, bad = engine.submit(_img(1), caller="b", priority=LANE), engine.submit(_img(4), caller="c", priority=LANE)
         assert good.result(5)[0].best.label == "c1"
         with pytest.raises(RuntimeError, match="bad frame"):
             bad.result(5)
         blocker.result(5)
-    assert engine.status()["failed"] == 1
+    assert engine.status()["lane"]["failed"] == 1
     with pytest.raises(EngineClosed):
-        engine.submit(_img(1), caller="a")
+        engine.submit(_img(1), caller="a", priority=LANE)
 
 
 # ---------------------------------------------------------------- lanes in one process
@@ -152,7 +152,7 @@ def test_two_lanes_and_a_dead_camera_share_one_model(tmp_path, random_artifact, 
             assert health.alive and not health.ok and not per_lane["dead"].camera_online
             assert any(r.startswith("dead: camera") and "offline" in r for r in health.reasons)
             assert by_id["dead"].pipeline.worker.model_runs == 0
-            assert lanes.engine.status()["images"] >= 40
+            assert lanes.engine_summary()["images"] >= 40
     box, cup = tmp_path / "events-box.jsonl", tmp_path / "events-cup.jsonl"
     for path, lane_id in ((box, "box"), (cup, "cup")):
         events = _events(path)
