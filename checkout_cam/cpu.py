@@ -69,7 +69,7 @@ def parse_cpuinfo(text: str) -> CpuInfo:
         key = key.strip()
         if key == "model name" and not model:
             model = value.strip()
-        elif key == "flags" and not flags:
+        elif key in ("flags", "Features") and not flags:  # x86 / ARM
             flags = frozenset(value.split())
     return CpuInfo(model or platform.processor() or "unknown CPU", flags, os.cpu_count() or 1)
 
