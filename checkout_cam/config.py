@@ -424,8 +424,8 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError([f"file not found; make one with `checkout-cam validate-config "
                            f"--print-defaults > {path}`"], str(path)) from None
     except PermissionError:
-        raise ConfigError([f"permission denied: the user running checkout-cam cannot read it "
-                           f"(check its owner and mode)"], str(path)) from None
+        raise ConfigError(["permission denied: the user running checkout-cam cannot read it "
+                           "(check its owner and mode)"], str(path)) from None
     except IsADirectoryError:
         raise ConfigError(["is a directory, not a config file"], str(path)) from None
     except OSError as exc:

@@ -12,7 +12,7 @@ DEFAULT_MAX_IMAGES = 200  # = checkout_cam.model.quantize.DEFAULT_MAX_IMAGES (a 
 
 NAME = "export-model"
 HELP = "make a model artifact (.pt) from ImageNet, a state_dict file, or random weights"
-DESCRIPTION = f"""\
+DESCRIPTION = """\
 Build the one-file TorchScript model artifact that classify, live, serve and
 replay load. The artifact embeds its labels and metadata (weights source and
 sha256, trained or not, input recipe, torch version).

@@ -13,7 +13,7 @@ import torch
 from checkout_cam.config import config_from_dict, lane_config, load_config
 from checkout_cam.engine import LANE, EngineClosed, InferenceEngine
 from checkout_cam.errors import ConfigError
-from checkout_cam.modes.lanes import LaneSet, run_lanes
+from checkout_cam.modes.lanes import LaneSet
 from checkout_cam.results import Classification, Prediction
 from checkout_cam.schema import record_from_dict
 from tests.conftest import REPO
