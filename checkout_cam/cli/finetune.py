@@ -89,6 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "OUT-fp32.pt")
     p.add_argument("--calibration", metavar="DATA",
                    help="photos that calibrate --precision int8: a folder or list file (default: the first --train)")
+    p.add_argument("--int8-activations", choices=("auto", "8", "7"), default="auto",
+                   help="int8 activation range: auto (default) = full 8 bits where this CPU has VNNI, 7 bits where it does not; 7 = an artifact that runs right on every x86 CPU (build on a VNNI machine for AVX2-only lanes); 8 = only loads on VNNI CPUs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch summary lines remain)")
 
 
@@ -155,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = finetune(train, val, recipe, out, ckpt_dir, resume=args.resume, threads=args.threads,
                           max_pixels=cfg.preprocess.max_image_pixels, progress=not args.no_progress,
-                          name=args.name, int8_calibration=calibration)
+                          name=args.name, int8_calibration=calibration,
+                          int8_activations=args.int8_activations)
     except KeyboardInterrupt:
         if (ckpt_dir / CHECKPOINT_FILE).exists():
             print(f"checkout-cam finetune: the last finished epoch is saved in {ckpt_dir}; run the same "
