@@ -5,6 +5,10 @@
 every displayed frame, so it draws with OpenCV only, copies the frame once,
 and darkens only the small panels behind text (no full-frame blend).
 Sizes scale with the frame, so 320x240 and 1280x720 look alike.
+
+An attendant's answer about the item shown (a ``schema.ResolutionRecord``, looked up by the caller:
+serve's web view asks the MQTT publisher) replaces the amber REVIEW band with a blue one saying
+who resolved it and what they chose, so the cashier sees the flag is dealt with.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import time
 import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -20,6 +25,9 @@ import numpy as np
 from checkout_cam.frames import Frame
 from checkout_cam.preprocess import roi_box
 from checkout_cam.review import LOW_CONFIDENCE, LOW_MARGIN, UNTRAINED, Decision
+
+if TYPE_CHECKING:
+    from checkout_cam.schema import ResolutionRecord
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +38,7 @@ RED = (40, 30, 215)
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
 GREY = (170, 170, 170)
+BLUE = (190, 105, 20)   # resolved by an attendant: neither the model's OK nor its REVIEW
 BAR_BACK = (70, 70, 70)
 
 REASON_WORDS = {LOW_CONFIDENCE: "low confidence", LOW_MARGIN: "top two too close",
@@ -54,6 +63,16 @@ class Status:
 
 def reason_words(reasons: tuple[str, ...]) -> str:
     return ", ".join(REASON_WORDS.get(r, r.replace("_", " ")) for r in reasons)
+
+
+def resolution_words(resolution: "ResolutionRecord") -> tuple[str, str]:
+    """(headline, detail) for an attendant's answer: ("RESOLVED", "by ann: Banana"),
+    ("ACCEPTED", "by ann: Banana"), ("NO ITEM", "(ann)")."""
+    who = resolution.resolver
+    if resolution.outcome == "no_item":
+        return "NO ITEM", f"({who})"
+    head = "ACCEPTED" if resolution.outcome == "accept" else "RESOLVED"
+    return head, f"by {who}: {resolution.label}" if resolution.label else f"by {who}"
 
 
 def replay_now(frame: Frame, decision: Decision | None) -> float:
@@ -161,9 +180,10 @@ class OverlayRenderer:
     # ------------------------------------------------------------ drawing
 
     def annotate(self, frame: Frame, decision: Decision | None, status: Status | None = None,
-                 now: float | None = None) -> np.ndarray:
+                 now: float | None = None, resolution: "ResolutionRecord | None" = None) -> np.ndarray:
         """A new image: ``frame`` with the overlay. ``now`` (monotonic) defaults to the current time;
-        replay passes ``replay_now(frame, decision)``."""
+        replay passes ``replay_now(frame, decision)``. ``resolution``: the attendant's answer about
+        the decision's item (``decision.item_id``); drawn only when it names that item."""
         out = frame.image.copy()
         h, w = out.shape[:2]
         L = self._layout(w, h)
@@ -171,15 +191,17 @@ class OverlayRenderer:
             now = time.monotonic()
         offline = status is not None and status.offline
         shown = decision if not offline and self.is_current(decision, now) else None
+        if resolution is not None and (shown is None or shown.item_id != resolution.event_id):
+            resolution = None
         state = None
         if shown is not None and shown.smoothed is not None:
-            state = AMBER if shown.review else GREEN
+            state = BLUE if resolution is not None else AMBER if shown.review else GREEN
         if self.roi is not None:
             x, y, rw, rh = roi_box(out.shape, self.roi)
             cv2.rectangle(out, (x, y), (x + rw - 1, y + rh - 1), state or GREY, L.thin)
         if shown is not None:
             if shown.smoothed is not None:
-                self._labels(out, L, shown)
+                self._labels(out, L, shown, resolution)
             elif shown.result.error is not None and not shown.empty:
                 self._note(out, L, "no result: inference error", AMBER)
         self._model(out, L)
@@ -191,34 +213,45 @@ class OverlayRenderer:
                 self._banner(out, L, "PAUSED", AMBER, int(h * (0.72 if offline else 0.5)), "")
         return out
 
-    def _labels(self, img: np.ndarray, L: _Layout, d: Decision) -> None:
+    def _labels(self, img: np.ndarray, L: _Layout, d: Decision, resolution=None) -> None:
         x0 = y0 = L.pad
         pw = L.panel_w
         inner = pw - 2 * L.pad
         big_h = cv2.getTextSize("Ag", FONT, L.big, L.bold)[0][1]
         small_h = cv2.getTextSize("Ag", FONT, L.small, L.thin)[0][1]
         inner_gap = max(2, L.pad // 2)
-        why = self._wrap(reason_words(d.reasons), L.small, L.thin, inner) if d.review else []
-        head_h = big_h + 2 * L.pad + len(why) * (small_h + inner_gap) + (L.pad // 2 if why else 0)
+        if resolution is not None:
+            head, detail = resolution_words(resolution)
+            # The answer gets the body text size: it is what the cashier reads at the till.
+            why = self._wrap(_ascii(detail), L.text, L.thin, inner, max_lines=2)
+            line_h = cv2.getTextSize("Ag", FONT, L.text, L.thin)[0][1]
+        else:
+            head = "REVIEW" if d.review else "OK"
+            why = self._wrap(reason_words(d.reasons), L.small, L.thin, inner) if d.review else []
+            line_h = small_h
+        head_h = big_h + 2 * L.pad + len(why) * (line_h + inner_gap) + (L.pad // 2 if why else 0)
         top = d.smoothed.top_k(self.top_k)
         rows_h = len(top) * L.row_h + L.pad
         _darken(img, x0, y0 + head_h, x0 + pw, y0 + head_h + rows_h)
         # The state band: a solid colour readable at a glance from the till.
-        colour = AMBER if d.review else GREEN
-        ink = BLACK if d.review else WHITE
+        if resolution is not None:
+            colour, ink = BLUE, WHITE
+        else:
+            colour = AMBER if d.review else GREEN
+            ink = BLACK if d.review else WHITE
         cv2.rectangle(img, (x0, y0), (x0 + pw - 1, y0 + head_h - 1), colour, -1)
-        head = "REVIEW" if d.review else "OK"
         self._text(img, head, (x0 + L.pad, y0 + L.pad + big_h), L.big, ink, L.bold)
-        if not d.review:
+        if resolution is None and not d.review:
             label = self._fit(_ascii(d.smoothed.best.label), L.text, L.thin,
                               inner - cv2.getTextSize("OK  ", FONT, L.big, L.bold)[0][0])
             lx = x0 + L.pad + cv2.getTextSize("OK  ", FONT, L.big, L.bold)[0][0]
             self._text(img, label, (lx, y0 + L.pad + big_h), L.text, ink, L.thin)
         else:
             y = y0 + 2 * L.pad + big_h
+            scale = L.text if resolution is not None else L.small
             for line in why:
-                y += small_h
-                self._text(img, line, (x0 + L.pad, y), L.small, ink, L.thin)
+                y += line_h
+                self._text(img, line, (x0 + L.pad, y), scale, ink, L.thin)
                 y += inner_gap
         # Top-k rows: label and percentage, and a bar under them.
         text_h = cv2.getTextSize("Ag", FONT, L.text, L.thin)[0][1]

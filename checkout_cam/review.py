@@ -140,7 +140,8 @@ class Decision:
     """What the policy says about one inference result.
 
     ``smoothed`` is None when the result was an error or the scene is empty.
-    ``item`` is the label of the item event open after this result.
+    ``item`` is the label of the item event open after this result, ``item_id`` its event id (what an
+    attendant's resolution names).
     ``background_diff`` is the scanning area's mean difference from the
     background (0-255 levels), what ``empty_threshold`` is compared with.
     """
@@ -155,6 +156,7 @@ class Decision:
     opened: ItemEvent | None
     closed: ItemEvent | None
     background_diff: float = 0.0
+    item_id: str | None = None
 
 
 def _sparse(c: Classification) -> dict[int, float]:
@@ -335,7 +337,8 @@ class ReviewPolicy:
         return Decision(frame_id=frame.frame_id, result=result, smoothed=smoothed, review=bool(reasons),
                         reasons=reasons, empty=empty,
                         item=self._name(self._open.index) if self._open is not None else None,
-                        opened=opened, closed=closed, background_diff=diff)
+                        opened=opened, closed=closed, background_diff=diff,
+                        item_id=(self._open.id or None) if self._open is not None else None)
 
     def _track(self, frame: Frame, result: InferenceResult, top: int) -> tuple[ItemEvent | None, ItemEvent | None]:
         """Attribute one classified result to the open event or the candidate run; open/close events."""

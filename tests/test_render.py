@@ -1,10 +1,13 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from checkout_cam.frames import Frame
-from checkout_cam.render import AMBER, GREEN, RED, OverlayRenderer, Status, replay_now
+from checkout_cam.render import AMBER, BLUE, GREEN, RED, OverlayRenderer, Status, replay_now, resolution_words
 from checkout_cam.results import Classification, InferenceResult, Prediction
 from checkout_cam.review import Decision
+from checkout_cam.schema import ResolutionRecord
 
 T0 = 500.0
 SURE = Classification((Prediction(948, "Granny Smith", 0.87), Prediction(952, "fig", 0.06),
@@ -133,3 +136,46 @@ def test_replay_now_measures_staleness_in_video_time():
     live = frame(t=T0 + 0.3)
     assert replay_now(live, decision(t=T0)) == T0 + 0.3
     assert replay_now(live, None) == T0 + 0.3
+
+
+# ------------------------------------------------------------ an attendant's resolution
+
+def resolved(outcome="correct", label="Banana", event_id="lane1-r1-3", resolver="ann") -> ResolutionRecord:
+    return ResolutionRecord(event_id=event_id, lane_id="lane1", outcome=outcome, label=label,
+                            index=None, resolver=resolver, resolved_at="2026-12-01T17:00:00Z",
+                            model_label="Granny Smith")
+
+
+def flagged(item_id="lane1-r1-3") -> Decision:
+    return dataclasses.replace(decision(reasons=("low_confidence",)), item_id=item_id)
+
+
+def test_resolution_words():
+    assert resolution_words(resolved()) == ("RESOLVED", "by ann: Banana")
+    assert resolution_words(resolved("accept", "Granny Smith")) == ("ACCEPTED", "by ann: Granny Smith")
+    assert resolution_words(resolved("no_item", None)) == ("NO ITEM", "(ann)")
+
+
+def test_a_resolved_item_shows_a_blue_band_instead_of_review():
+    r = renderer(roi=[0.2, 0.2, 0.6, 0.6])
+    review = r.annotate(frame(), flagged(), now=T0)
+    done = r.annotate(frame(), flagged(), now=T0, resolution=resolved())
+    assert share_of(panel(review), AMBER) > 0.02
+    assert share_of(panel(done), BLUE) > 0.02 and share_of(panel(done), AMBER) < 0.001
+    assert share_of(done, AMBER) < 0.001   # the scanning-area box turns blue too
+
+
+def test_a_resolution_of_another_item_is_not_drawn():
+    r = renderer()
+    plain = r.annotate(frame(), flagged(), now=T0)
+    other = r.annotate(frame(), flagged(), now=T0, resolution=resolved(event_id="lane1-r1-2"))
+    assert np.array_equal(plain, other)
+    nothing_open = r.annotate(frame(), flagged(item_id=None), now=T0, resolution=resolved())
+    assert share_of(panel(nothing_open), BLUE) < 0.001
+
+
+@pytest.mark.parametrize("size", [(320, 240), (1280, 720)])
+def test_resolution_band_fits_any_frame_size(size):
+    long = resolved(label="Alpro Fresh Soy Milk Unsweetened Organic", resolver="ann-marie")
+    out = renderer().annotate(frame(*size), flagged(), now=T0, resolution=long)
+    assert share_of(panel(out), BLUE) > 0.01
