@@ -468,6 +468,11 @@ class MqttPublisher:
                 return ResolutionRecord.from_dict(json.loads(text))
         return None
 
+    def recent_resolution(self, event_id: str) -> ResolutionRecord | None:
+        """The resolution of one of this run's events, from memory only: cheap enough for every frame
+        the live view draws (this run's items are all the overlay and the lane's API show)."""
+        return self._latest_resolutions.get(event_id)
+
     def latest_resolutions(self, limit: int = 20) -> list[ResolutionRecord]:
         """The newest accepted resolutions first (for an overlay's "resolved by attendant")."""
         return [ResolutionRecord.from_dict(json.loads(t)) for _, t in self.outbox.resolutions(limit)]

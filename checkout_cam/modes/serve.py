@@ -73,7 +73,9 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
     web = None
     if listen is not None:
         from checkout_cam.web.service import LaneWeb
-        web = LaneWeb(cfg, parts, engine, listen, wall_clock_offset=offset)
+        # The attendant's answers (MQTT) show on the live picture and in the API.
+        web = LaneWeb(cfg, parts, engine, listen, wall_clock_offset=offset,
+                      resolutions=mqtt.recent_resolution if mqtt else None)
     pipeline = Pipeline(parts.source, engine.lane(parts.identity.lane_id), parts.policy, cfg,
                         sinks=[log, StderrEventSink()] + ([mqtt] if mqtt else []) + ([web.feed] if web else []),
                         stop=stop)

@@ -31,7 +31,7 @@ from checkout_cam.config import Config
 from checkout_cam.engine import HTTP, EngineBusy, EngineClosed, InferenceEngine
 from checkout_cam.images import CorruptImage, ImageTooLarge, NotAnImage, decode_image
 from checkout_cam.review import ReviewPolicy
-from checkout_cam.web.lane import LaneFeed, LaneReader, LiveView, decision_dict
+from checkout_cam.web.lane import LaneFeed, LaneReader, LiveView, ResolutionReader, decision_dict, resolution_of
 from checkout_cam.web.metrics import CONTENT_TYPE, Metrics
 from checkout_cam.web.security import BearerAuth, RequestCounter, SecurityHeaders
 from checkout_cam.web.uploads import UploadError, read_uploads
@@ -77,6 +77,7 @@ class Lane:
     reader: LaneReader
     view: LiveView
     stale_after_ms: float = 500.0
+    resolutions: ResolutionReader | None = None   # event id -> the attendant's answer (serve with MQTT)
 
 
 @dataclass
@@ -255,12 +256,20 @@ def create_app(services: WebServices) -> FastAPI:
                            "reused": c["reused"], "errors": c["errors"], "items": c["items"],
                            "flagged": c["flagged"], "viewers": lane.view.viewers,
                            "health": lane.reader.health(),
-                           "decision": decision_dict(decision, lane.stale_after_ms)}
+                           "decision": decision_dict(decision, lane.stale_after_ms,
+                                                     resolutions=lane.resolutions)}
         return out
 
-    @app.get("/api/events", summary="The lane's recent item events (the event log's objects), oldest first")
+    @app.get("/api/events", summary="The lane's recent item events (the event log's objects), oldest first; "
+                                     "under MQTT each has `resolution`, the attendant's answer or null")
     async def events(limit: int = Query(20, ge=1, le=10000)):
-        return [r.to_dict() for r in need_lane().feed.events(limit)]
+        the_lane = need_lane()
+        out = [r.to_dict() for r in the_lane.feed.events(limit)]
+        if the_lane.resolutions is not None:
+            for e in out:
+                r = resolution_of(the_lane.resolutions, e.get("id"))
+                e["resolution"] = r.to_dict() if r is not None else None
+        return out
 
     @app.get("/latest.jpg", summary="The newest frame, annotated (raw=1: as the camera saw it)",
              response_class=Response, responses={200: {"content": {"image/jpeg": {}}}, 503: {"model": ErrorAnswer}})

@@ -9,6 +9,9 @@
 - ``LiveView`` draws and JPEG-encodes the newest frame at most ``stream_fps``
   times a second, only while someone watches, in its own thread; every MJPEG
   viewer gets the same bytes (one encode per frame, however many viewers).
+- A ``ResolutionReader`` (event id -> ``schema.ResolutionRecord`` or None; serve
+  passes the MQTT publisher's) says what an attendant answered about an item:
+  the live picture, /api/status and /api/events show it.
 """
 
 from __future__ import annotations
@@ -17,15 +20,30 @@ import logging
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 import cv2
 
 from checkout_cam.frames import Frame
 from checkout_cam.render import OverlayRenderer, Status, reason_words
 from checkout_cam.review import Decision, ItemEvent
-from checkout_cam.schema import ItemRecord, RunIdentity
+from checkout_cam.schema import ItemRecord, ResolutionRecord, RunIdentity
 
 logger = logging.getLogger(__name__)
+
+ResolutionReader = Callable[[str], "ResolutionRecord | None"]
+
+
+def resolution_of(reader: ResolutionReader | None, event_id: str | None) -> ResolutionRecord | None:
+    """The reader's answer, or None (no reader, no event, or a reader that failed: logged, not raised,
+    so a broken lookup never blanks the live view or the API)."""
+    if reader is None or not event_id:
+        return None
+    try:
+        return reader(event_id)
+    except Exception:
+        logger.warning("looking up the resolution of %s failed", event_id, exc_info=True)
+        return None
 
 
 class LaneFeed:
@@ -120,27 +138,35 @@ class LaneReader:
                 "items": p.items, "flagged": p.flagged}
 
 
-def decision_dict(decision: Decision | None, stale_after_ms: float, now: float | None = None) -> dict | None:
-    """The current decision for the page: Top-3 under OK/REVIEW with the reason, or None when stale/empty."""
+def decision_dict(decision: Decision | None, stale_after_ms: float, now: float | None = None,
+                  resolutions: ResolutionReader | None = None) -> dict | None:
+    """The current decision for the page: Top-3 under OK/REVIEW with the reason, or None when stale/empty.
+    With a resolution reader: ``resolution``, the attendant's answer about the open item (or None)."""
     if decision is None:
         return None
     now = time.monotonic() if now is None else now
     age_ms = (now - decision.result.timestamp) * 1e3
     shown = decision.smoothed
-    return {"frame_id": decision.frame_id, "empty": decision.empty, "item": decision.item,
+    out = {"frame_id": decision.frame_id, "empty": decision.empty, "item": decision.item,
             "review": decision.review, "review_reasons": list(decision.reasons),
             "reason_words": reason_words(decision.reasons), "age_ms": round(age_ms, 1),
             "stale": age_ms > stale_after_ms,
             "top": shown.to_list() if shown is not None else [],
-            "error": decision.result.error}
+            "error": decision.result.error, "item_id": decision.item_id}
+    if resolutions is not None:
+        r = resolution_of(resolutions, decision.item_id)
+        out["resolution"] = r.to_dict() if r is not None else None
+    return out
 
 
 class LiveView:
     """The annotated live picture as JPEG bytes, encoded once per frame and shared by every viewer."""
 
     def __init__(self, feed: LaneFeed, renderer: OverlayRenderer, reader: LaneReader | None = None, *,
-                 fps: float = 15.0, quality: int = 80, max_viewers: int = 4, stop: threading.Event | None = None):
+                 fps: float = 15.0, quality: int = 80, max_viewers: int = 4, stop: threading.Event | None = None,
+                 resolutions: ResolutionReader | None = None):
         self.feed = feed
+        self.resolutions = resolutions
         self.renderer = renderer
         self.reader = reader
         self.interval = 1.0 / fps
@@ -204,7 +230,8 @@ class LiveView:
                 status = self.reader.status()
             except Exception:
                 logger.debug("status for the live view failed", exc_info=True)
-        return self.renderer.annotate(frame, decision, status)
+        resolution = resolution_of(self.resolutions, decision.item_id) if decision is not None else None
+        return self.renderer.annotate(frame, decision, status, resolution=resolution)
 
     def _encode(self, image) -> bytes:
         ok, buf = cv2.imencode(".jpg", image, self.params)

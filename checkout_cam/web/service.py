@@ -9,7 +9,7 @@ import threading
 
 from checkout_cam.config import Config
 from checkout_cam.engine import InferenceEngine
-from checkout_cam.web.lane import LaneFeed, LaneReader, LiveView
+from checkout_cam.web.lane import LaneFeed, LaneReader, LiveView, ResolutionReader
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +19,9 @@ class LaneWeb:
     runs the page and API for as long as the ``with`` block lasts."""
 
     def __init__(self, cfg: Config, parts, engine: InferenceEngine, listen: tuple[str, int, str | None], *,
-                 wall_clock_offset: float | None):
+                 wall_clock_offset: float | None, resolutions: ResolutionReader | None = None):
         self.cfg = cfg
+        self.resolutions = resolutions   # event id -> the attendant's answer (the MQTT publisher's)
         self.parts = parts
         self.engine = engine
         self.host, self.port, self.token = listen
@@ -37,8 +38,9 @@ class LaneWeb:
         h = self.cfg.http
         reader = LaneReader(pipeline, self.parts.identity.lane_id)
         view = LiveView(self.feed, self.parts.renderer, reader, fps=h.stream_fps, quality=h.jpeg_quality,
-                        max_viewers=h.max_viewers)
-        lane = Lane(self.feed, reader, view, stale_after_ms=self.cfg.render.stale_after_ms)
+                        max_viewers=h.max_viewers, resolutions=self.resolutions)
+        lane = Lane(self.feed, reader, view, stale_after_ms=self.cfg.render.stale_after_ms,
+                    resolutions=self.resolutions)
         app = create_app(WebServices(self.cfg, self.engine, lane, token=self.token))
         with WebServer(app, self.host, self.port, stop=stop) as server:
             self.server = server

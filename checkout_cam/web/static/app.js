@@ -36,6 +36,12 @@ function band(el, review, reasons) {
   el.textContent = review ? "REVIEW: " + words(reasons) : "OK";
 }
 
+// An attendant's answer (a ResolutionRecord from the console, via MQTT), as the overlay says it.
+function resolvedWords(r) {
+  if (r.outcome === "no_item") return `no item (${r.resolver})`;
+  return `${r.outcome === "accept" ? "accepted" : "resolved"} by ${r.resolver}` + (r.label ? `: ${r.label}` : "");
+}
+
 function showError(text) {
   const el = $("error");
   el.textContent = text;
@@ -116,6 +122,10 @@ async function pollStatus() {
       $("decision-bars").replaceChildren();
     } else {
       band(b, d.review, d.review_reasons);
+      if (d.resolution) {
+        b.className = "band resolved";
+        b.textContent = resolvedWords(d.resolution).replace(/^./, (c) => c.toUpperCase());
+      }
       bars($("decision-bars"), d.top);
     }
     $("live-note").textContent = l.camera === "online" ? "" : "CAMERA OFFLINE: reconnecting…";
@@ -130,12 +140,13 @@ async function pollEvents() {
     const rows = events.slice().reverse().map((e) => {
       const tr = document.createElement("tr");
       const t = typeof e.t_end === "string" ? new Date(e.t_end).toLocaleTimeString() : String(e.t_end);
-      const cells = [t, e.label, pct(e.confidence), e.review ? "REVIEW: " + words(e.review_reasons) : "OK",
-                     `${e.frame_start}-${e.frame_end}`];
+      const verdict = e.resolution ? resolvedWords(e.resolution)
+        : e.review ? "REVIEW: " + words(e.review_reasons) : "OK";
+      const cells = [t, e.label, pct(e.confidence), verdict, `${e.frame_start}-${e.frame_end}`];
       cells.forEach((c, i) => {
         const td = document.createElement("td");
         td.textContent = c;
-        if (i === 3) td.className = e.review ? "review" : "ok";
+        if (i === 3) td.className = e.resolution ? "resolved" : e.review ? "review" : "ok";
         tr.append(td);
       });
       return tr;
