@@ -110,7 +110,7 @@ def test_stable_k_opens_and_empty_closes_one_event():
     f(None, item=False)
     assert f(APPLE).opened is None and f(APPLE).opened is None
     d = f(APPLE)  # third consecutive result: stable
-    assert d.opened is not None and d.item == "apple"
+    assert d.opened is not None and d.item == "apple" and d.item_id == d.opened.id != ""
     assert (d.opened.label, d.opened.frame_start, d.opened.frame_end) == ("apple", 1, 3)
     for _ in range(5):
         d = f(APPLE)
@@ -118,7 +118,7 @@ def test_stable_k_opens_and_empty_closes_one_event():
     d = f(None, item=False)
     assert d.closed is None and d.item == "apple"  # one empty result is not enough (empty_results=2)
     d = f(None, item=False)
-    assert d.closed is not None and d.item is None
+    assert d.closed is not None and d.item is None and d.item_id is None
     ev = d.closed
     assert (ev.label, ev.index, ev.frame_start, ev.frame_end, ev.results) == ("apple", 0, 1, 8, 8)
     assert ev.confidence == pytest.approx(0.8) and not ev.review and ev.review_reasons == ()
@@ -146,6 +146,8 @@ def test_label_change_closes_the_old_event_and_opens_the_new():
     assert ds[2].closed.label == "apple" and ds[2].opened.label == "banana" and ds[2].item == "banana"
     assert ds[2].closed.frame_end == 4  # the apple's last frame, not the switch
     assert ds[2].opened.frame_start == 5  # the banana's first frame of its stable run
+    # item_id names the open item (what an attendant's resolution refers to): the apple until the switch
+    assert ds[0].item_id == ds[2].closed.id and ds[2].item_id == ds[2].opened.id != ds[2].closed.id
     events = f.events()
     assert [e.label for e in events] == ["apple", "banana"]
     assert events[1].frame_end == 7

@@ -141,6 +141,8 @@ def test_the_lane_acts_only_on_valid_resolutions_of_its_own_events(broker, tmp_p
                 assert (s.resolutions_accepted, s.resolutions_refused, s.resolutions_malformed) == (1, 2, 2)
                 assert [r.event_id for r in accepted] == [own]
                 assert pub.resolution(own).label == "milk"
+                assert pub.recent_resolution(own).label == "milk"     # the live view's per-frame reader
+                assert pub.recent_resolution(identity.event_id(99)) is None
             # after a restart the lane still knows its events and what was resolved
             with _publisher(broker, tmp_path, log, on_resolution=accepted.append) as again:
                 assert again.wait_connected(10)
@@ -152,6 +154,9 @@ def test_the_lane_acts_only_on_valid_resolutions_of_its_own_events(broker, tmp_p
                 while len(accepted) < 2 and time.monotonic() < deadline:
                     time.sleep(0.05)
                 assert [r.outcome for r in accepted] == ["correct", "accept"]
+                while again.recent_resolution(own) is None and time.monotonic() < deadline:
+                    time.sleep(0.02)   # kept in memory just after the log line (on_resolution)
+                assert again.recent_resolution(own).outcome == "accept"
     finally:
         console.disconnect()
         console.loop_stop()
