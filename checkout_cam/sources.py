@@ -19,6 +19,7 @@ import cv2
 
 from checkout_cam.errors import CheckoutCamError
 from checkout_cam.frames import Frame
+from checkout_cam.video_file import DecodeReport, VideoFile
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,12 @@ class FrameSource(ABC):
 
 class VideoFileSource(FrameSource):
     """A recorded video. Replay: every decodable frame, as fast as it decodes.
-    ``realtime``: paced at the file's own fps, like a camera (frames are not
-    waited for: a slow consumer makes the frame queue drop, as with a camera).
+    ``realtime``: paced by the frames' own timestamps, like a camera (frames are
+    not waited for: a slow consumer makes the frame queue drop, as with a camera).
+
+    ``Frame.video_time`` is each frame's presentation timestamp in seconds from
+    the first frame (``checkout_cam.video_file`` says how, and why PyAV);
+    frames that fail to decode are skipped and counted in ``report``.
     """
 
     def __init__(self, path: str | Path, *, realtime: bool = False, stop: threading.Event | None = None,
@@ -60,46 +65,46 @@ class VideoFileSource(FrameSource):
         self.live = realtime
         self.loop = loop
         self._stop = stop or threading.Event()
-        self._cap = cv2.VideoCapture(str(self.path))
-        if not self._cap.isOpened():
-            raise CheckoutCamError(f"{self.path}: cannot open as video (unsupported format or corrupt)")
-        fps = self._cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if fps and fps > 0 and fps < 1000 else 30.0
-        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        self.frame_count = count if count > 0 else None
-        self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self._cap: VideoFile | None = VideoFile(self.path)
+        self.fps = self._cap.fps or 30.0        # the stated rate; times come from the frames
+        self.frame_count = self._cap.frame_count
+        self.duration = self._cap.duration
+        self.width, self.height = self._cap.width, self._cap.height
+        self.report: DecodeReport = self._cap.report
 
     def __iter__(self) -> Iterator[Frame]:
         frame_id = 0
-        index_in_file = 0
         start = time.monotonic()
+        loop_offset = 0.0  # video time stays continuous across loops
         try:
-            while not self._stop.is_set():
-                ok, image = self._cap.read()
-                if not ok or image is None:
-                    if self.loop and index_in_file > 0:
-                        # Reopen rather than seek: seeking H.264 to 0 is unreliable in some builds.
-                        self._cap.release()
-                        self._cap = cv2.VideoCapture(str(self.path))
-                        index_in_file = 0
-                        continue
-                    break
-                if self.live:
-                    # Pace on a fixed schedule so timing errors do not accumulate.
-                    delay = start + frame_id / self.fps - time.monotonic()
-                    if delay > 0 and self._stop.wait(delay):
+            while not self._stop.is_set() and self._cap is not None:
+                last = None
+                for image, t in self._cap.frames():
+                    if self._stop.is_set():
                         break
-                yield Frame(image=image, frame_id=frame_id, timestamp=time.monotonic(), source=self.name,
-                            video_time=frame_id / self.fps)  # continuous across loops
-                frame_id += 1
-                index_in_file += 1
+                    video_time = loop_offset + t
+                    if self.live:
+                        # Pace on the file's own clock from one start, so timing errors do not accumulate.
+                        delay = start + video_time - time.monotonic()
+                        if delay > 0 and self._stop.wait(delay):
+                            break
+                    yield Frame(image=image, frame_id=frame_id, timestamp=time.monotonic(), source=self.name,
+                                video_time=video_time)
+                    frame_id += 1
+                    last = t
+                if not self.loop or last is None or self._stop.is_set():
+                    break
+                step = 1.0 / self.fps
+                loop_offset += last + step
+                self._cap.close()
+                self._cap = VideoFile(self.path)
+                self.report = self._cap.report
         finally:
             self.close()
 
     def close(self) -> None:
         if self._cap is not None:
-            self._cap.release()
+            self._cap.close()
             self._cap = None
 
 

@@ -60,3 +60,17 @@ def random_artifact(tmp_path_factory, random_weights) -> Path:
                         weights_source=random_weights.source, weights_sha256=None, trained=False)
     save_artifact(random_weights.model, meta, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def clips(videos, tmp_path_factory):
+    """Made-with-ffmpeg test clips (tests/helpers/clips.py): name -> path."""
+    from tests.helpers import clips as c
+    d = tmp_path_factory.mktemp("clips")
+    return {
+        "vfr": c.make_vfr(videos / "cup.mp4", d / "vfr.mp4"),
+        "lying_avi": c.make_lying_avi(videos / "cup.mp4", d / "lie.avi"),
+        "damaged": c.make_damaged(videos / "box.mp4", d / "damaged.mp4"),
+        "truncated": c.make_truncated(videos / "box.mp4", d / "truncated.mp4"),
+        "resized": c.make_resized(videos / "cup.mp4", d / "resized.ts", d),
+    }
