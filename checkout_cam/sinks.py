@@ -24,8 +24,8 @@ import numpy as np
 from checkout_cam.errors import CheckoutCamError
 from checkout_cam.frames import Frame
 from checkout_cam.render import OverlayRenderer, Status, replay_now
-from checkout_cam.review import Decision, ItemEvent
-from checkout_cam.schema import RunIdentity
+from checkout_cam.review import Decision, ItemEvent, Outage, format_time
+from checkout_cam.schema import OutageRecord, RunIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class EventLogSink:
         self.wall_clock_offset = wall_clock_offset
         self.written = 0
         self._once = _OnceEach()
+        self._last_outage: Outage | None = None
         self._file = self._open("ab")
         self._size = self._file.seek(0, os.SEEK_END)
 
@@ -92,18 +93,34 @@ class EventLogSink:
     def __call__(self, frame: Frame, decision: Decision | None) -> None:
         if decision is not None and self._once.first_time(decision.closed):
             self._write(decision.closed)
+        if decision is not None and decision.outage is not None and decision.outage is not self._last_outage:
+            self.outage(decision.outage)
 
     def close_event(self, event: ItemEvent | None) -> None:
-        """Write an event closed outside a decision (ReviewPolicy.close() at shutdown)."""
+        """Write an event closed outside a decision (ReviewPolicy.close() at shutdown, camera lost)."""
         if self._once.first_time(event):
             self._write(event)
 
+    def outage(self, outage: Outage) -> None:
+        """One ``outage`` line: at its start (``end`` null) when the source reports it, and when frames
+        return (with ``end`` and ``duration_s``)."""
+        self._last_outage = outage
+        f = self.wall_clock_offset
+        record = OutageRecord(lane_id=self.identity.lane_id, run_id=self.identity.run_id, source=self.source,
+                              start=format_time(outage.start, f),
+                              end=None if outage.end is None else format_time(outage.end, f),
+                              duration_s=outage.duration_s, reason=outage.reason, last_frame=outage.last_frame,
+                              item_closed=outage.item_closed)
+        self._write_line(record.to_dict(), f"outage from {record.start}")
+
     def _write(self, event: ItemEvent) -> None:
-        if self._file.closed:
-            raise CheckoutCamError(f"event log {self.path} is closed; event {event.label!r} "
-                                   f"(frames {event.frame_start}-{event.frame_end}) not written")
         data = event.record(identity=self.identity, source=self.source, model=self.model, policy=self.policy,
                             wall_clock_offset=self.wall_clock_offset).to_dict()
+        self._write_line(data, f"event {event.label!r} (frames {event.frame_start}-{event.frame_end})")
+
+    def _write_line(self, data: dict, what: str) -> None:
+        if self._file.closed:
+            raise CheckoutCamError(f"event log {self.path} is closed; {what} not written")
         line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
         if self._size > 0 and self._size + len(line) > self.max_bytes:
             self._rotate()
@@ -154,10 +171,20 @@ class StderrEventSink:
     def __call__(self, frame: Frame, decision: Decision | None) -> None:
         if decision is not None and self._once.first_time(decision.closed):
             self.log.log(self.level, "%s", describe(decision.closed))
+        if decision is not None and decision.outage is not None and decision.outage is not getattr(self, "_last_outage", None):
+            self._last_outage = decision.outage
+            self.outage(decision.outage)
 
     def close_event(self, event: ItemEvent | None) -> None:
         if self._once.first_time(event):
             self.log.log(self.level, "%s", describe(event))
+
+    def outage(self, outage: Outage) -> None:
+        if outage.end is None:
+            self.log.warning("camera lost (%s) after frame %s", outage.reason, outage.last_frame)
+        else:
+            self.log.warning("camera outage of %.1f s (%s) after frame %s", outage.duration_s, outage.reason,
+                             outage.last_frame)
 
 
 class VideoWriterSink:
@@ -305,6 +332,17 @@ class SinkGroup:
                 handler(event)
             except Exception:
                 self._failed(sink, "the final event")
+
+    def outage(self, outage: Outage) -> None:
+        """Hand an outage the source reported to every sink that logs outages."""
+        for sink in self.sinks:
+            handler = getattr(sink, "outage", None)
+            if handler is None:
+                continue
+            try:
+                handler(outage)
+            except Exception:
+                self._failed(sink, "an outage")
 
     def close(self) -> None:
         for sink in self.sinks:

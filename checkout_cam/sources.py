@@ -13,7 +13,8 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterator
 
 import cv2
 
@@ -24,14 +25,27 @@ from checkout_cam.video_file import DecodeReport, VideoFile
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class CameraLost:
+    """Put in the frame stream when a live source loses its camera, so the item in view is closed at
+    once (a kill during the outage must not lose it). Never dropped by the live frame queue."""
+
+    reason: str
+    sticky: ClassVar[bool] = True
+
+
 class FrameSource(ABC):
-    """An iterator of Frames. ``live`` sources deliver at their own pace and may drop."""
+    """An iterator of Frames. ``live`` sources deliver at their own pace and may drop.
+
+    ``on_offline`` (set by the capture thread) is called with a reason when a
+    live source that was delivering loses its camera."""
 
     name: str = "source"
     live: bool = False
     fps: float | None = None
     frame_count: int | None = None  # known only for files
     online: bool = True
+    on_offline: Callable[[str], None] | None = None
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
@@ -185,6 +199,8 @@ class CameraSource(FrameSource):
     def _went_offline(self, why: str, backoff: float) -> None:
         if self.online:
             logger.warning("%s; camera offline, retrying in %.1f s", why, backoff)
+            if self.on_offline is not None:
+                self.on_offline(why)
         else:
             logger.info("%s; retrying in %.1f s", why, backoff)
         self.online = False

@@ -15,7 +15,8 @@ def _scene(i: int) -> np.ndarray:
 
 
 def _pipeline(n, clf, cfg=None, **kw):
-    cfg = cfg or override(Config(), "review.empty_threshold", 0.5)
+    # The empty lane is learned from its first 0.2 s of stillness (frames 0-6).
+    cfg = cfg or override(override(Config(), "review.empty_threshold", 0.5), "review.background_learn_s", 0.2)
     policy = ReviewPolicy(cfg.review, trained=clf.trained, labels=clf.labels, top_k=cfg.model.top_k)
     return Pipeline(FrameSourceStub(n, image_fn=_scene), clf, policy, cfg, **kw)
 
