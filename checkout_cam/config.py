@@ -116,9 +116,9 @@ class ReviewConfig:
     background_relearn_s: float = setting(20.0, "A scene that looks occupied but has been still for this "
                                           "long is learned as the new empty lane (an item left lying, a "
                                           "moved camera).", min=0.5, max=86400)
-    background_adapt_s: float = setting(30.0, "Time constant (s) with which the empty lane's background "
+    background_adapt_s: float = setting(5.0, "Time constant (s) with which the empty lane's background "
                                         "follows slow light changes.", min=0.1, max=86400)
-    swap_threshold: float = setting(0.5, "Colour-signature distance (0-1) from the open item's at which "
+    swap_threshold: float = setting(0.3, "Colour-signature distance (0-1) from the open item's at which "
                                     "the item in view counts as another one (a swap without an empty "
                                     "gap), when it lasts stable_results results.", min=0.0, max=1.0)
     min_label_share: float = setting(0.6, "Flag an item for review (mixed_labels) when fewer of its "

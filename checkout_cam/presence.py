@@ -11,12 +11,15 @@ follow slow light too slowly, and they cannot tell "nothing learned yet" from
 * **The empty lane is what stays still.** A hand-held item is never still for
   long (box.mp4's longest still stretch is 1.5 s at 2 levels, cup.mp4's 0.4 s).
   A scene whose 64-px thumbnail stays within ``still_threshold`` of one
-  reference for ``background_learn_s`` becomes the background. Before that,
+  reference for ``background_learn_s`` becomes the background (the overall
+  brightness change is taken out first, so drifting light is still). Before that,
   nothing is known: the lane counts as occupied once anything has moved (so a
   lane that starts with an item in view finds that item), and as empty while
   nothing moves (so an empty lane at start gives no item).
 * **Light drifts slowly.** While empty, the background follows the frames with
-  a time constant of ``background_adapt_s`` seconds.
+  a time constant of ``background_adapt_s`` seconds; behind an item, its
+  overall brightness follows the part of the lane still visible (a ramp leaves it behind
+  by rate x time constant: 5 s keeps 2 levels/s under 10 levels).
 * **A scene that changed and stayed is the new background.** When the lane
   looks occupied but has been still for ``background_relearn_s`` (an item
   left lying, a moved camera, the item that was in view at start leaving), the
@@ -32,6 +35,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from checkout_cam.config import ReviewConfig
@@ -92,7 +96,7 @@ class LaneBackground:
             self._bg, self._moved = None, False
             self.reset()
         if self._still_ref is None or self._still_ref.shape != thumb.shape or \
-                float(np.abs(thumb - self._still_ref).mean()) > c.still_threshold:
+                _change(thumb, self._still_ref) > c.still_threshold:
             if self._still_ref is not None:
                 self._moved = True
             self._still_ref = thumb
@@ -102,7 +106,7 @@ class LaneBackground:
         ended_before = None
         if self._bg is None:
             if still_for >= c.background_learn_s:
-                self._bg = self._still_ref.copy()
+                self._bg = thumb.copy()
                 ended_before = self._before_still if self._moved else None
                 logger.info("background learned at frame %d: the scanning area was still for %.1f s",
                             frame_id, still_for)
@@ -114,25 +118,44 @@ class LaneBackground:
         if occupied and still_for >= c.background_relearn_s:
             logger.info("frame %d: the scanning area changed and stayed still for %.1f s; learned as empty",
                         frame_id, still_for)
-            self._bg = self._still_ref.copy()
+            self._bg = thumb.copy()
             ended_before = self._before_still
             diff = float(np.abs(thumb - self._bg).mean())
             occupied = False
-        if not occupied and self._prev_t is not None:
+        if self._prev_t is not None:
             alpha = min(1.0, max(0.0, t - self._prev_t) / max(c.background_adapt_s, 1e-6))
-            self._bg += alpha * (thumb - self._bg)
+            if not occupied:
+                self._bg += alpha * (thumb - self._bg)
+            else:
+                # Behind an item the light goes on drifting: follow the overall change of the lane
+                # that is still visible, so the lane is empty again when the item leaves.
+                d = thumb - self._bg
+                lane = np.abs(d).max(axis=2) < FOREGROUND_LEVEL
+                if lane.mean() > 0.2:
+                    self._bg += alpha * float(np.median(d[lane]))
         self._prev_t = t
         return Presence(occupied=occupied, diff=diff, known=True, ended_before=ended_before,
                         signature=self._signature(thumb) if occupied else None)
 
     def _signature(self, thumb: np.ndarray) -> np.ndarray | None:
-        """Colour histogram (4 levels per BGR channel) of the pixels that differ from the background."""
+        """Colour histogram (12 hues x 4 saturations x 4 values) of the pixels that differ from the
+        background: hue tells products apart better than BGR levels (on ten grocery photos the median
+        pair distance is 0.64 in HSV, 0.42 in BGR), and a histogram does not care where in the area the
+        item is held or how it is turned."""
         mask = np.abs(thumb - self._bg).max(axis=2) > FOREGROUND_LEVEL
         if mask.mean() < MIN_FOREGROUND_SHARE:
             return None
-        q = np.clip(thumb[mask] // 64, 0, 3).astype(np.int64)
-        hist = np.bincount(q[:, 0] * 16 + q[:, 1] * 4 + q[:, 2], minlength=64).astype(np.float64)
+        hsv = cv2.cvtColor(np.clip(thumb, 0, 255).astype(np.uint8), cv2.COLOR_BGR2HSV)[mask].astype(np.int64)
+        bins = ((hsv[:, 0] * 12 // 180) * 4 + hsv[:, 1] * 4 // 256) * 4 + hsv[:, 2] * 4 // 256
+        hist = np.bincount(bins, minlength=192).astype(np.float64)
         return hist / hist.sum()
+
+
+def _change(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute change with the overall brightness change taken out: light drifting (or a camera's
+    exposure moving) leaves a scene still; something moving in it does not."""
+    d = a - b
+    return float(np.abs(d - float(np.median(d))).mean())
 
 
 def signature_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -464,7 +464,7 @@ class ReviewPolicy:
                 if self._swap is not None:   # it was the same item after all (turned, partly hidden)
                     run.absorb(self._swap)
                     self._swap = None
-                run.signature = 0.95 * run.signature + 0.05 * signature
+                run.signature = 0.9 * run.signature + 0.1 * signature
         run.add(frame, result, t)
         if not run.opened and run.count >= self._stable:
             return self._open(run), None
