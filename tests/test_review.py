@@ -370,7 +370,7 @@ def test_event_line_fields_and_types():
     assert line["review_reasons"] == [] and line["model"] == model
     assert line["policy"] == {"min_confidence": 0.6, "min_margin": 0.15, "smoothing_window": 3,
                               "stable_results": 3, "empty_threshold": 12.0, "empty_results": 2,
-                              "min_label_share": 0.6, "swap_threshold": 0.5}
+                              "min_label_share": 0.6, "swap_threshold": 0.3}
     assert line["t_start"] == 0.0 and line["t_end"] == 0.1  # video seconds, rounded to ms
     assert json.loads(json.dumps(line)) == line
 
