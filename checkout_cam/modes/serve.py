@@ -17,6 +17,7 @@ from checkout_cam.modes import build_parts, stop_on_signals
 from checkout_cam.notify import SystemdNotifier
 from checkout_cam.pipeline import Pipeline
 from checkout_cam.sinks import EventLogSink, StderrEventSink
+from checkout_cam.sources import CameraSource
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +30,19 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
     notifier = notifier or SystemdNotifier()
     # A source that is a file is paced like a camera: serve is for live input.
     parts = build_parts(cfg, stop, realtime=True)
-    offset = time.time() - time.monotonic()  # monotonic capture times -> wall clock for the log
+    # Monotonic capture times -> wall clock for the log, with one offset taken at start: times never go
+    # back and durations are exact whatever NTP does; a clock set after start is not followed (restart).
+    offset = time.time() - time.monotonic()
     log = EventLogSink(cfg.serve.log_path, max_bytes=cfg.serve.log_max_bytes, backups=cfg.serve.log_backups,
                        source=parts.source.name, model=parts.classifier.info(),
                        policy=parts.policy.policy_dict(), wall_clock_offset=offset,
                        identity=parts.identity)
     pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg, sinks=[log, StderrEventSink()],
                         stop=stop)
+    if not isinstance(parts.source, CameraSource):
+        logger.info("source %s is a file played in real time: event times are the wall clock (UTC) when each "
+                    "frame was shown; video_t_start/video_t_end in each line give the place in the file",
+                    parts.source.name)
     untrained = "" if parts.classifier.trained else " UNTRAINED model:"
     logger.info("serving%s %s on %s, events to %s", untrained, parts.classifier.name, parts.source.name,
                 cfg.serve.log_path)
