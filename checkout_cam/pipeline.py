@@ -67,7 +67,8 @@ class Pipeline:
             gating = p.motion_gating and source.live
         self.gate = MotionGate(p.motion_threshold, cfg.preprocess.roi, p.motion_max_reuse_s) if gating else None
         self.capture = CaptureThread(source, self.frames, self.stop_event, on_frame=self._on_frame,
-                                     prepare=lambda f: classifier.preprocess([f.image]))
+                                     prepare=lambda f: classifier.preprocess([f.image]),
+                                     outage_gap_s=cfg.review.outage_gap_s)
         self.worker = InferenceWorker(classifier, self.frames, self.stop_event, self._on_result,
                                       top_k=cfg.model.top_k, poll_s=poll, on_end=self._on_worker_end,
                                       gate=self.gate, batch_size=1 if source.live else p.replay_batch_size,

@@ -396,7 +396,10 @@ class ReviewPolicy:
         """Judge one result (in frame order); ``frame`` is the frame it was made from."""
         t = self._time(frame)
         opened = closed = outage = None
-        if self._outage is None and self._last is not None and t - self._last[1] > self.cfg.outage_gap_s:
+        # Replay judges gaps here, on every frame; live sources have the capture thread do it (this policy
+        # sees only the frames the model kept up with).
+        if not self.capture_clock and self._outage is None and self._last is not None \
+                and t - self._last[1] > self.cfg.outage_gap_s:
             gap = t - self._last[1]
             logger.warning("no frames for %.1f s (after frame %d): camera outage", gap, self._last[0])
             closed, _ = self.camera_lost(f"no frames for {gap:.1f} s")

@@ -33,7 +33,7 @@ class CaptureThread(threading.Thread):
 
     def __init__(self, source: FrameSource, frames: FrameQueue, stop: threading.Event,
                  on_frame: Callable[[Frame], None] | None = None,
-                 prepare: Callable[[Frame], Any] | None = None):
+                 prepare: Callable[[Frame], Any] | None = None, outage_gap_s: float | None = None):
         super().__init__(name="capture", daemon=True)
         self.source = source
         self.frames = frames
@@ -43,14 +43,22 @@ class CaptureThread(threading.Thread):
         self.prepare = prepare
         # A live source that loses its camera says so through the queue, in order with the frames.
         source.on_offline = lambda why: frames.put(CameraLost(why))
+        # Live: a gap between frames the camera delivered is an outage (the inference worker sees fewer
+        # frames than the camera sends, so only this thread can tell a gap from a dropped frame).
+        self.outage_gap_s = outage_gap_s if source.live else None
         self.meter = RateMeter()
         self.heartbeat = time.monotonic()
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
+            last = None
             for frame in self.source:
                 self.heartbeat = time.monotonic()
+                if self.outage_gap_s is not None and last is not None and \
+                        frame.timestamp - last > self.outage_gap_s:
+                    self.frames.put(CameraLost(f"no frames for {frame.timestamp - last:.1f} s"))
+                last = frame.timestamp
                 self.meter.tick(frame.timestamp)
                 if self.on_frame is not None:
                     self.on_frame(frame)
