@@ -208,5 +208,5 @@ class Pipeline:
         s = self.status()
         return (f"camera {s.camera_fps:.1f} fps, inference {s.inference_fps:.1f} fps, latency p50 "
                 f"{self.latency_ms.get(50):.0f} ms p95 {self.latency_ms.get(95):.0f} ms, dropped "
-                f"{s.dropped}, model ran on {self._model_share()}, items {self.items} ({self.flagged} flagged), errors {self.worker.errors}, "
+                f"{s.dropped}, model ran on {self._model_share()}, items {self.items} ({self.flagged} flagged), outages {self.outages}, errors {self.worker.errors}, "
                 f"camera {'online' if self.source.online else 'OFFLINE'}")
