@@ -149,6 +149,40 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    host: str = setting("", "MQTT broker host for the store (events, review pictures, availability, stats); "
+                        "empty = MQTT off. The lane id is serve.lane_id.")
+    port: int = setting(1883, "Broker port (8883 is the usual one with TLS).", min=1, max=65535)
+    protocol: str = setting("3.1.1", "MQTT protocol version.", choices=("3.1.1", "5"))
+    username: str = setting("", "Broker username; empty = anonymous.")
+    password: str = setting("", "Broker password (prefer password_file: config files get copied around).")
+    password_file: str = setting("", "File holding the broker password (first line); wins over password.")
+    tls_ca: str = setting("", "CA certificate file: set it to connect with TLS and check the broker's "
+                          "certificate.")
+    tls_cert: str = setting("", "Client certificate file for TLS client authentication (with tls_key).")
+    tls_key: str = setting("", "Client private key file for tls_cert.")
+    client_id: str = setting("", "MQTT client id; empty = checkout_cam-<lane_id>.")
+    topic_prefix: str = setting("checkout_cam", "Topics are <topic_prefix>/<lane_id>/... .")
+    keepalive_s: int = setting(30, "Seconds between keepalive pings; the broker declares the lane "
+                               "offline (its Last Will) after 1.5 times this without a word.",
+                               min=5, max=3600)
+    state_dir: str = setting("state", "The lane's state directory: the durable outbox "
+                             "(outbox.sqlite3) lives here.")
+    outbox_max_mb: float = setting(200.0, "Outbox size bound in MB of payload: past it new messages are "
+                                   "dropped (logged loudly and counted; the event log still has "
+                                   "them).", min=0.01, max=100000)
+    reconnect_min_s: float = setting(1.0, "First wait before reconnecting to the broker (doubles).",
+                                     min=0.1, max=600)
+    reconnect_max_s: float = setting(30.0, "Longest wait between reconnect attempts.", min=0.1, max=3600)
+    review_images: bool = setting(True, "Publish a JPEG of the scanning area of each flagged item's "
+                                  "most confident frame on review/<event_id>.")
+    review_max_px: int = setting(320, "Longest side of a review picture, in pixels.", min=32, max=2048)
+    shutdown_drain_s: float = setting(2.0, "On shutdown, wait up to this long for the outbox to drain "
+                                      "before disconnecting (the rest is sent at the next start).",
+                                      min=0.0, max=60)
+
+
+@dataclass(frozen=True)
 class LiveConfig:
     snapshot_dir: str = setting("snapshots", "Where the `s` key saves raw and annotated PNGs.")
 
@@ -163,6 +197,7 @@ class Config:
     render: RenderConfig = field(default_factory=RenderConfig, metadata={"help": "The overlay drawn on frames."})
     serve: ServeConfig = field(default_factory=ServeConfig, metadata={"help": "The headless service's event log and stats."})
     live: LiveConfig = field(default_factory=LiveConfig, metadata={"help": "The live camera window."})
+    mqtt: MqttConfig = field(default_factory=MqttConfig, metadata={"help": "Publishing to the store's MQTT broker through a durable outbox (serve)."})
 
 
 # ---------------------------------------------------------------- validation
@@ -246,6 +281,17 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
             errors.append(f"preprocess.roi: x+width and y+height must be <= 1, got {roi}")
     if cfg.source.reconnect_max_s < cfg.source.reconnect_initial_s:
         errors.append("source.reconnect_max_s: must be >= source.reconnect_initial_s")
+    m = cfg.mqtt
+    if m.reconnect_max_s < m.reconnect_min_s:
+        errors.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")
+    if bool(m.tls_cert) != bool(m.tls_key):
+        errors.append("mqtt.tls_cert: tls_cert and tls_key go together (set both or neither)")
+    if m.tls_cert and not m.tls_ca:
+        errors.append("mqtt.tls_cert: a client certificate needs TLS: set mqtt.tls_ca too")
+    if (m.password or m.password_file) and not m.username:
+        errors.append("mqtt.username: a password needs a username")
+    if not m.topic_prefix or any(c in m.topic_prefix for c in "+#") or m.topic_prefix.endswith("/"):
+        errors.append(f"mqtt.topic_prefix: must be non-empty, without + # or a trailing /, got {m.topic_prefix!r}")
 
 
 def config_from_dict(data: Any, source: str = "config") -> Config:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -25,7 +26,7 @@ from checkout_cam.errors import CheckoutCamError
 from checkout_cam.frames import Frame
 from checkout_cam.render import OverlayRenderer, Status, replay_now
 from checkout_cam.review import Decision, ItemEvent, Outage, format_time
-from checkout_cam.schema import OutageRecord, RunIdentity
+from checkout_cam.schema import ItemRecord, OutageRecord, RunIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class EventLogSink:
         self.written = 0
         self._once = _OnceEach()
         self._last_outage: Outage | None = None
+        self._lock = threading.Lock()  # item lines come from the inference thread, resolutions from MQTT's
         self._file = self._open("ab")
         self._size = self._file.seek(0, os.SEEK_END)
 
@@ -105,30 +107,44 @@ class EventLogSink:
         """One ``outage`` line: at its start (``end`` null) when the source reports it, and when frames
         return (with ``end`` and ``duration_s``)."""
         self._last_outage = outage
+        self.write_record(self.outage_record(outage))
+
+    def outage_record(self, outage: Outage) -> OutageRecord:
+        """The typed ``outage`` line for an outage (times as the item lines have them)."""
         f = self.wall_clock_offset
-        record = OutageRecord(lane_id=self.identity.lane_id, run_id=self.identity.run_id, source=self.source,
-                              start=format_time(outage.start, f),
-                              end=None if outage.end is None else format_time(outage.end, f),
-                              duration_s=outage.duration_s, reason=outage.reason, last_frame=outage.last_frame,
-                              item_closed=outage.item_closed)
-        self._write_line(record.to_dict(), f"outage from {record.start}")
+        return OutageRecord(lane_id=self.identity.lane_id, run_id=self.identity.run_id, source=self.source,
+                            start=format_time(outage.start, f),
+                            end=None if outage.end is None else format_time(outage.end, f),
+                            duration_s=outage.duration_s, reason=outage.reason, last_frame=outage.last_frame,
+                            item_closed=outage.item_closed)
+
+    def record(self, event: ItemEvent) -> ItemRecord:
+        """The typed line this log writes for an event (MQTT publishes the same object)."""
+        return event.record(identity=self.identity, source=self.source, model=self.model, policy=self.policy,
+                            wall_clock_offset=self.wall_clock_offset)
 
     def _write(self, event: ItemEvent) -> None:
-        data = event.record(identity=self.identity, source=self.source, model=self.model, policy=self.policy,
-                            wall_clock_offset=self.wall_clock_offset).to_dict()
-        self._write_line(data, f"event {event.label!r} (frames {event.frame_start}-{event.frame_end})")
-
-    def _write_line(self, data: dict, what: str) -> None:
         if self._file.closed:
-            raise CheckoutCamError(f"event log {self.path} is closed; {what} not written")
-        line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
-        if self._size > 0 and self._size + len(line) > self.max_bytes:
-            self._rotate()
-        self._file.write(line)
-        # Flushed per line: `tail -f` and a crash both see every event written so far.
-        self._file.flush()
-        self._size += len(line)
+            raise CheckoutCamError(f"event log {self.path} is closed; event {event.label!r} "
+                                   f"(frames {event.frame_start}-{event.frame_end}) not written")
+        self._write_line(self.record(event).to_dict())
         self.written += 1
+
+    def write_record(self, record) -> None:
+        """Another schema record (a ``resolution``, an ``outage``) as one line of this log."""
+        if self._file.closed:
+            raise CheckoutCamError(f"event log {self.path} is closed; {record.TYPE} line not written")
+        self._write_line(record.to_dict())
+
+    def _write_line(self, data: dict) -> None:
+        line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._lock:
+            if self._size > 0 and self._size + len(line) > self.max_bytes:
+                self._rotate()
+            self._file.write(line)
+            # Flushed per line: `tail -f` and a crash both see every event written so far.
+            self._file.flush()
+            self._size += len(line)
 
     def _rotate(self) -> None:
         self._file.close()
@@ -147,8 +163,9 @@ class EventLogSink:
         self._size = 0
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
 
 
 def describe(event: ItemEvent) -> str:

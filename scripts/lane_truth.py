@@ -79,6 +79,17 @@ def scenarios(short: bool) -> list[Scenario]:
     ]
 
 
+def busy_lane(duration: float = 24.0, hold: float = 1.0, gap: float = 0.5) -> Scenario:
+    """A lane where an item comes every ``2 x MOVE_S + hold + gap`` seconds after the empty start: a
+    looping stand-in camera for tests that need many items (tests/conftest.py ``lane_video``)."""
+    items, t, k = [], EMPTY_START_S, 0
+    while t + 2 * MOVE_S + hold < duration - 0.5:
+        items.append(Item(k % 10, t, t + 2 * MOVE_S + hold))
+        t += 2 * MOVE_S + hold + gap
+        k += 1
+    return Scenario("busy_lane", duration, items)
+
+
 # ---------------------------------------------------------------- material
 
 

@@ -74,3 +74,21 @@ def clips(videos, tmp_path_factory):
         "truncated": c.make_truncated(videos / "box.mp4", d / "truncated.mp4"),
         "resized": c.make_resized(videos / "cup.mp4", d / "resized.ts", d),
     }
+
+
+@pytest.fixture(scope="session")
+def lane_video(videos, grocery, tmp_path_factory):
+    """A composed checkout lane (scripts/lane_truth.py): 4 s empty, then a grocery product every 2.7 s
+    for 24 s; looped, a serve lane with many real item events (box.mp4 and cup.mp4 show one item each)."""
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("checkout_cam_lane_truth", REPO / "scripts" / "lane_truth.py")
+    lt = sys.modules.get(spec.name)
+    if lt is None:
+        lt = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = lt
+        spec.loader.exec_module(lt)
+    out = tmp_path_factory.mktemp("lane") / "lane.mp4"
+    photos, _ = lt.product_photos(grocery, 10)
+    lt.compose(lt.busy_lane(), lt.counter_background(videos), photos, out)
+    return out

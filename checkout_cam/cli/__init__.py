@@ -7,13 +7,14 @@ import logging
 import sys
 
 from checkout_cam import __version__
-from checkout_cam.cli import classify, evaluate, export_model, finetune, live, replay, serve, validate_config
+from checkout_cam.cli import (classify, evaluate, events, export_model, finetune, live, replay, serve,
+                              validate_config)
 from checkout_cam.errors import CheckoutCamError
 
 logger = logging.getLogger(__name__)
 
 # Order is the order `--help` lists them in.
-COMMANDS = [export_model, classify, replay, live, serve, finetune, evaluate, validate_config]
+COMMANDS = [export_model, classify, replay, live, serve, events, finetune, evaluate, validate_config]
 
 DESCRIPTION = """\
 Real-time camera checkout assistant: a ResNet-18 classifies what is held in

@@ -5,7 +5,7 @@ Under ``<prefix>/<lane_id>/`` (prefix default ``checkout_cam``):
 - ``available``   ``online`` / ``offline`` (the retained Last Will) / ``stopped``; retained, QoS 1
 - ``events``      schema.EventEnvelope JSON: ``new`` when an item opens, ``end`` when it closes; QoS 1
 - ``review/<event_id>``  a JPEG of the scanning area of a flagged item's most confident frame; QoS 1
-- ``stats``       the stats line's figures as JSON, every ``serve.stats_interval_s``
+- ``stats``       the stats line's figures as JSON, every ``serve.stats_interval_s``; retained, QoS 1
 - ``outage``      schema.OutageRecord JSON; QoS 1
 - ``resolution``  schema.ResolutionRecord JSON from the attendant console to the lane; QoS 1
 """

@@ -8,11 +8,14 @@ on the way out. A dropped camera is not a reason to exit: the source retries.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 
 from checkout_cam.config import Config
+from checkout_cam.fleet.lane_stats import lane_stats
+from checkout_cam.fleet.publisher import publisher_for_serve
 from checkout_cam.modes import build_parts, stop_on_signals
 from checkout_cam.notify import SystemdNotifier
 from checkout_cam.pipeline import Pipeline
@@ -20,6 +23,25 @@ from checkout_cam.sinks import EventLogSink, StderrEventSink
 from checkout_cam.sources import CameraSource
 
 logger = logging.getLogger(__name__)
+
+
+class OutageToMqtt:
+    """Each outage line of the event log also goes to MQTT's ``outage`` topic (through the outbox): at
+    its start when the camera is lost, and when frames return."""
+
+    name = "mqtt outages"
+
+    def __init__(self, mqtt, log: EventLogSink):
+        self.mqtt, self.log = mqtt, log
+        self._last = None
+
+    def __call__(self, frame, decision) -> None:
+        if decision is not None and decision.outage is not None and decision.outage is not self._last:
+            self.outage(decision.outage)
+
+    def outage(self, outage) -> None:
+        self._last = outage
+        self.mqtt.publish_record("outage", self.log.outage_record(outage))
 
 
 def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: SystemdNotifier | None = None) -> int:
@@ -37,8 +59,11 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                        source=parts.source.name, model=parts.classifier.info(),
                        policy=parts.policy.policy_dict(), wall_clock_offset=offset,
                        identity=parts.identity)
-    pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg, sinks=[log, StderrEventSink()],
-                        stop=stop)
+    # MQTT (mqtt.host set): one more sink, committing to the durable outbox; resolutions go into the log.
+    mqtt = publisher_for_serve(cfg, record_of=log.record, on_resolution=log.write_record)
+    extra = [mqtt, OutageToMqtt(mqtt, log)] if mqtt else []
+    pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg,
+                        sinks=[log, StderrEventSink()] + extra, stop=stop)
     if not isinstance(parts.source, CameraSource):
         logger.info("source %s is a file played in real time: event times are the wall clock (UTC) when each "
                     "frame was shown; video_t_start/video_t_end in each line give the place in the file",
@@ -48,7 +73,7 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                 cfg.serve.log_path)
     # Unhealthy after this long without a loop iteration; the watchdog then lapses.
     max_silence = (notifier.watchdog_interval or 30.0) / 2 + cfg.source.stall_timeout_s
-    with log:
+    with log, (mqtt or contextlib.nullcontext()):
         pipeline.start()
         try:
             while not stop.is_set() and not pipeline.first_frame.wait(0.5):
@@ -71,6 +96,9 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                 if time.monotonic() >= next_stats:
                     next_stats += cfg.serve.stats_interval_s
                     line = pipeline.stats_line()
+                    if mqtt is not None:
+                        line += f", {mqtt.stats_text()}"
+                        mqtt.publish_stats(lane_stats(pipeline, parts.identity, mqtt))
                     logger.info("stats: %s", line)
                     notifier.status(line)
         finally:
