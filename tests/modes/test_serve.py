@@ -190,3 +190,30 @@ def test_serve_survives_a_dropped_camera(tmp_path, random_artifact, videos):
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 0 and took < 10.0, err.text  # hang guard
+
+
+def test_outage_lines_go_to_mqtt_as_they_go_to_the_log(tmp_path):
+    from checkout_cam.modes.serve import OutageToMqtt
+    from checkout_cam.review import Outage
+    from checkout_cam.schema import OutageRecord, record_from_dict
+    from checkout_cam.sinks import EventLogSink
+
+    class FakeMqtt:
+        def __init__(self):
+            self.sent = []
+
+        def publish_record(self, kind, record):
+            self.sent.append((kind, record))
+
+    mqtt = FakeMqtt()
+    with EventLogSink(tmp_path / "e.jsonl", max_bytes=10**6, backups=1, source="rtsp://cam", model={}, policy={},
+                      wall_clock_offset=1_700_000_000.0) as log:
+        sink = OutageToMqtt(mqtt, log)
+        start = Outage(start=10.0, end=None, reason="camera stopped", last_frame=41, item_closed=None)
+        log.outage(start)
+        sink.outage(start)
+    assert [k for k, _ in mqtt.sent] == ["outage"]
+    record = mqtt.sent[0][1]
+    assert isinstance(record, OutageRecord) and record.end is None and record.last_frame == 41
+    line = json.loads((tmp_path / "e.jsonl").read_text())
+    assert record_from_dict(line).to_dict() == record.to_dict()   # the same line on both
