@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -38,9 +40,9 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = setting("models/resnet18-imagenet.pt",
-                        "Model artifact made by `checkout-cam export-model` or `finetune`: .pt "
-                        "(TorchScript), or .onnx with the onnx extra installed.")
+    path: str = setting("models/model.pt",
+                        "Model artifact every command uses (export-model and finetune write it, the others "
+                        "load it; --model overrides): .pt (TorchScript), or .onnx with the onnx extra.")
     top_k: int = setting(3, "How many labels each result keeps and shows.", min=1, max=20)
     threads: int = setting(0, "Torch intra-op threads for inference; 0 = choose from the CPU count.",
                            min=0, max=256)
@@ -146,6 +148,10 @@ class ServeConfig:
                                  min=1000)
     log_backups: int = setting(5, "Rotated event logs kept (events.jsonl.1 ... .N).", min=0, max=1000)
     stats_interval_s: float = setting(60.0, "Seconds between stats lines on stderr.", min=1, max=86400)
+    sink_unhealthy_after_s: float = setting(
+        30.0, "A sink (the event log, MQTT) failing for this long makes the service unhealthy: the "
+        "systemd watchdog is no longer pinged (systemd restarts it) and /readyz says why.",
+        min=0.0, max=86400)
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,11 @@ def _check_value(path: str, value: Any, tp: Any, meta: dict, errors: list[str]) 
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         errors.append(f"{path}: must be {_type_name(tp)}, got {value!r}")
         return value
+    if tp is float and not math.isfinite(value):
+        # NaN passes every `<` and `>` range check (all comparisons are False), so it is refused
+        # here for every float setting, before the range checks can be fooled by it.
+        errors.append(f"{path}: must be a finite number, got {value!r}")
+        return value
     if meta.get("min") is not None and value < meta["min"]:
         errors.append(f"{path}: must be >= {meta['min']}, got {value!r}")
     if meta.get("max") is not None and value > meta["max"]:
@@ -318,8 +329,17 @@ def load_config(path: str | Path | None = None) -> Config:
     except FileNotFoundError:
         raise ConfigError([f"file not found; make one with `checkout-cam validate-config "
                            f"--print-defaults > {path}`"], str(path)) from None
+    except PermissionError:
+        raise ConfigError([f"permission denied: the user running checkout-cam cannot read it "
+                           f"(check its owner and mode)"], str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(["is a directory, not a config file"], str(path)) from None
     except OSError as exc:
-        raise ConfigError([f"cannot read: {exc.strerror}"], str(path)) from None
+        raise ConfigError([f"cannot read: {exc.strerror or exc}"], str(path)) from None
+    except UnicodeDecodeError as exc:
+        line = text_line_of(path, exc.start)
+        raise ConfigError([f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at line {line}); "
+                           f"save it as UTF-8"], str(path)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -327,6 +347,67 @@ def load_config(path: str | Path | None = None) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError([f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"], str(path)) from None
     return config_from_dict(data, str(path))
+
+
+def text_line_of(path: Path, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in a file (for a decoding error)."""
+    try:
+        return path.read_bytes()[:offset].count(b"\n") + 1
+    except OSError:
+        return 0
+
+
+def path_problems(cfg: Config, *, base: Path | None = None) -> list[str]:
+    """Files and folders the settings name that a run needs, checked on this machine.
+
+    ``load_config`` does not check them (``export-model`` writes the model that
+    ``model.path`` names); ``validate-config`` and ``doctor`` do. Relative paths
+    resolve against ``base`` (the current directory: under systemd the unit's
+    WorkingDirectory).
+    """
+    base = Path.cwd() if base is None else base
+    problems: list[str] = []
+
+    def where(p: str) -> Path:
+        return base / p if not Path(p).is_absolute() else Path(p)
+
+    model = where(cfg.model.path)
+    if not model.exists():
+        problems.append(f"model.path: {model} does not exist; make it with `checkout-cam export-model "
+                        f"--weights imagenet` (or --weights random for an untrained demo)")
+    elif not model.is_file():
+        problems.append(f"model.path: {model} is not a file")
+    elif not os.access(model, os.R_OK):
+        problems.append(f"model.path: {model} is not readable by this user (check its owner and mode)")
+    uri = cfg.source.uri
+    if not uri.isdigit() and "://" not in uri:
+        video = where(uri)
+        if not video.is_file():
+            problems.append(f"source.uri: video file {video} does not exist (a camera is an index "
+                            f"like 0, a stream an rtsp:// or http:// URL)")
+    for key, value in (("serve.log_path", cfg.serve.log_path), ("live.snapshot_dir", cfg.live.snapshot_dir)):
+        target = where(value)
+        folder = target.parent if key == "serve.log_path" else target
+        problem = writable_folder_problem(folder)
+        if problem:
+            problems.append(f"{key}: {problem}")
+        if key == "serve.log_path" and target.is_dir():
+            problems.append(f"{key}: {target} is a directory; give a file name such as events.jsonl")
+    return problems
+
+
+def writable_folder_problem(folder: Path) -> str | None:
+    """Why files cannot be created in ``folder`` (or the folders that would be made for it); None if they can."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            return f"{folder}: no existing folder above it"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, so {folder} cannot be a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable by this user" + ("" if probe == folder else f" (needed to create {folder})")
+    return None
 
 
 def override(cfg: Config, dotted: str, value: Any) -> Config:

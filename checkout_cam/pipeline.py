@@ -7,7 +7,9 @@ on how fast anything is displayed. What the modes read back:
 - ``latest()``: the newest frame and the newest decision (the live window);
 - ``decisions``: every (frame, decision) pair in order, when ``collect`` is
   set (replay writes each one into the annotated video);
-- ``status()``: camera fps, inference fps, latency, dropped frames, offline.
+- ``status()``: camera fps, inference fps, latency, dropped frames, offline;
+- ``health()``: ok or not, and why in words (threads, camera, sinks): what the
+  systemd watchdog, ``/readyz`` and ``doctor`` read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 from checkout_cam.config import Config
@@ -33,6 +36,30 @@ from checkout_cam.worker import CaptureThread, InferenceWorker
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Health:
+    """How a running pipeline is, in one small value.
+
+    ``ok``: everything works (what ``/readyz`` answers). ``alive``: the threads
+    loop and no sink has been failing for longer than allowed: what the
+    systemd watchdog is pinged on. A camera that is unplugged makes ``ok``
+    false but not ``alive``: restarting the service would not bring it back.
+    ``reasons`` says in words what is wrong.
+    """
+
+    ok: bool
+    alive: bool
+    camera_online: bool
+    reasons: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "alive": self.alive, "camera_online": self.camera_online,
+                "reasons": list(self.reasons)}
+
+
 class Pipeline:
     def __init__(self, source: FrameSource, classifier: Classifier, policy: ReviewPolicy, cfg: Config, *,
                  sinks: Sequence[Sink] = (), stop: threading.Event | None = None, collect: bool = False,
@@ -46,7 +73,7 @@ class Pipeline:
         self.decisions = FrameQueue("replay", maxsize=32, stop=self.stop_event, poll_s=poll) if collect else None
         self.policy = policy
         self.sinks = SinkGroup(list(sinks))
-        self.latency_ms = Percentiles()            # recent window, for the status line
+        self.latency_ms = Percentiles()            # recent window of model results, for the status line
         self.run_latency_ms = LatencyHistogram()   # the whole run, every result
         self.model_latency_ms = LatencyHistogram()  # the whole run, results the model computed (not reused)
         self.items = 0
@@ -88,9 +115,10 @@ class Pipeline:
             self.policy.set_background(frame.image)
             logger.info("background re-taken at frame %d", frame.frame_id)
         decision = self.policy.update(frame, result)
-        self.latency_ms.add(result.latency_ms)
         self.run_latency_ms.add(result.latency_ms)
         if not result.reused:
+            # A reused result is ready in ~3 ms: counting it would hide how slow the model is.
+            self.latency_ms.add(result.latency_ms)
             self.model_latency_ms.add(result.latency_ms)
         self._count(decision.closed)
         if decision.outage is not None:
@@ -188,12 +216,53 @@ class Pipeline:
                       paused=paused)
 
     def healthy(self, max_silence_s: float) -> bool:
-        """Both threads alive and looping (capture may be quiet while its camera is offline)."""
-        now = time.monotonic()
-        capture_ok = self.capture.is_alive() and (
-            not self.source.online or now - self.capture.heartbeat < max_silence_s)
-        worker_ok = self.worker.is_alive() and now - self.worker.heartbeat < max_silence_s
-        return capture_ok and worker_ok
+        """What the watchdog pings on: ``health(max_silence_s).alive``."""
+        return self.health(max_silence_s).alive
+
+    def health(self, max_silence_s: float | None = None, *, now: float | None = None) -> Health:
+        """Threads alive and looping, camera online, no sink failing for long (``serve.sink_unhealthy_after_s``).
+
+        ``max_silence_s`` (default: 2 x ``source.stall_timeout_s``) is how long a thread may go
+        without a loop iteration; capture may be quiet while its camera is offline.
+        """
+        now = time.monotonic() if now is None else now
+        max_silence_s = 2 * self.cfg.source.stall_timeout_s if max_silence_s is None else max_silence_s
+        reasons: list[str] = []
+        alive = True
+        started = self.worker.ident is not None
+        online = self.source.online
+        capture_died = started and not self.capture.is_alive() and not self.stop_event.is_set() and (
+            self.capture.error is not None or self.source.live)  # a live source never ends by itself
+        if capture_died:
+            alive = False
+            reasons.append("the capture thread has stopped" + (
+                f" ({type(self.capture.error).__name__}: {self.capture.error})" if self.capture.error else ""))
+        elif started and online and now - self.capture.heartbeat >= max_silence_s:
+            alive = False
+            reasons.append(f"no frame captured for {now - self.capture.heartbeat:.0f} s")
+        if started and not self.worker.is_alive():
+            alive = False
+            reasons.append("the inference thread has stopped")
+        elif started and now - self.worker.heartbeat >= max_silence_s:
+            alive = False
+            reasons.append(f"the inference thread has not looped for {now - self.worker.heartbeat:.0f} s")
+        if not online:
+            reasons.append(f"camera {self.source.name} is offline")
+        grace = self.cfg.serve.sink_unhealthy_after_s
+        for t in self.sinks.troubles():
+            failing_for = max(0.0, now - t.failing_since)
+            if failing_for >= grace:
+                alive = False  # the watchdog lapses: systemd restarts the service
+            reasons.append(f"sink {t.name} has been failing for {failing_for:.0f} s ({t.failures} "
+                           f"failures; last: {t.last_error})")
+        if self.sinks.lost_events:
+            reasons.append(f"{self.sinks.lost_events} item event(s) were not written by every event sink")
+        return Health(ok=not reasons, alive=alive, camera_online=online, reasons=tuple(reasons))
+
+    @property
+    def errors(self) -> int:
+        """Inference failures plus sink failures: the stats line's `errors`."""
+        return self.worker.errors + self.sinks.total_failures
 
     @property
     def model_share(self) -> float:
@@ -204,9 +273,15 @@ class Pipeline:
     def _model_share(self) -> str:
         return "every frame" if self.gate is None else f"{self.model_share:.0%} of frames"
 
-    def stats_line(self) -> str:
+    def stats_line(self, camera_online: bool | None = None) -> str:
+        """``camera_online`` overrides the source's state (the final line, after the camera is closed)."""
         s = self.status()
+        online = self.source.online if camera_online is None else camera_online
+        errors = f"errors {self.errors}"
+        if self.sinks.total_failures:
+            errors += (f" (inference {self.worker.errors}, sinks {self.sinks.total_failures}; "
+                       f"{self.sinks.lost_events} events lost)")
         return (f"camera {s.camera_fps:.1f} fps, inference {s.inference_fps:.1f} fps, latency p50 "
                 f"{self.latency_ms.get(50):.0f} ms p95 {self.latency_ms.get(95):.0f} ms, dropped "
-                f"{s.dropped}, model ran on {self._model_share()}, items {self.items} ({self.flagged} flagged), outages {self.outages}, errors {self.worker.errors}, "
-                f"camera {'online' if self.source.online else 'OFFLINE'}")
+                f"{s.dropped}, model ran on {self._model_share()}, items {self.items} ({self.flagged} flagged), "
+                f"outages {self.outages}, {errors}, camera {'online' if online else 'OFFLINE'}")

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable
@@ -60,6 +62,12 @@ class EventLogSink:
     in whole), then becomes ``events.jsonl.1`` and older ones shift up to
     ``.N`` (``backups``); the oldest is deleted. With ``backups=0`` the log
     starts afresh and the lines before are lost (a warning says so).
+
+    ``reopen()`` (serve calls it on SIGHUP, the logrotate convention) closes
+    the file and opens ``path`` again; a log deleted or moved away while
+    running is noticed before the next line and reopened too, so lines never
+    go to a file nobody can see. A write that fails (disk full) raises, so the
+    sink group counts it; the next line tries again on a fresh file handle.
     """
 
     def __init__(self, path: str | Path, *, max_bytes: int, backups: int, source: str, model: dict,
@@ -74,7 +82,9 @@ class EventLogSink:
         self.written = 0
         self._once = _OnceEach()
         self._last_outage: Outage | None = None
-        self._lock = threading.Lock()  # item lines come from the inference thread, resolutions from MQTT's
+        # Item lines come from the inference thread, resolutions from MQTT's; serve's main thread reopens.
+        self._lock = threading.Lock()
+        self._closed = False
         self._file = self._open("ab")
         self._size = self._file.seek(0, os.SEEK_END)
 
@@ -82,9 +92,50 @@ class EventLogSink:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             return open(self.path, mode)
+        except (FileExistsError, NotADirectoryError):
+            blocker = next((p for p in self.path.parents if p.exists() and not p.is_dir()), self.path.parent)
+            raise CheckoutCamError(f"cannot open the event log {self.path}: {blocker} is a file, not a "
+                                   f"folder; choose another path (serve.log_path in config.yaml, or --log)") from None
+        except IsADirectoryError:
+            raise CheckoutCamError(f"cannot open the event log {self.path}: it is a directory; give a file "
+                                   f"name such as {self.path / 'events.jsonl'}") from None
         except OSError as exc:
             raise CheckoutCamError(f"cannot open the event log {self.path}: {exc.strerror or exc}; "
                                    f"choose a writable path (serve.log_path in config.yaml)") from None
+
+    def reopen(self, why: str = "asked to") -> None:
+        """Close the file and open ``path`` afresh (after logrotate moved it away)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._reopen_locked(why)
+
+    def _reopen_locked(self, why: str) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError as exc:  # what a failed flush left in the buffer is lost either way
+                logger.warning("closing event log %s: %s", self.path, exc.strerror or exc)
+        self._file = None
+        self._file = self._open("ab")
+        self._size = self._file.seek(0, os.SEEK_END)
+        if self._size > 0:
+            # A line torn by a failed write (disk full) must not swallow the next one.
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    self._file.write(b"\n")
+                    self._size += 1
+        logger.info("event log %s reopened (%s)", self.path, why)
+
+    def _moved_away(self) -> bool:
+        """True when ``path`` no longer names the open file (deleted, or renamed by a rotation)."""
+        try:
+            return os.stat(self.path).st_ino != os.fstat(self._file.fileno()).st_ino
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError):
+            return False
 
     def __enter__(self) -> "EventLogSink":
         return self
@@ -124,27 +175,45 @@ class EventLogSink:
                             wall_clock_offset=self.wall_clock_offset)
 
     def _write(self, event: ItemEvent) -> None:
-        if self._file.closed:
-            raise CheckoutCamError(f"event log {self.path} is closed; event {event.label!r} "
-                                   f"(frames {event.frame_start}-{event.frame_end}) not written")
-        self._write_line(self.record(event).to_dict())
+        self._write_line(self.record(event).to_dict(),
+                         f"event {event.label!r} (frames {event.frame_start}-{event.frame_end})")
         self.written += 1
 
     def write_record(self, record) -> None:
         """Another schema record (a ``resolution``, an ``outage``) as one line of this log."""
-        if self._file.closed:
-            raise CheckoutCamError(f"event log {self.path} is closed; {record.TYPE} line not written")
-        self._write_line(record.to_dict())
+        self._write_line(record.to_dict(), f"{record.TYPE} line")
 
-    def _write_line(self, data: dict) -> None:
-        line = (json.dumps(data, ensure_ascii=False) + "\n").encode("utf-8")
+    def _write_line(self, data: dict, what: str) -> None:
+        # allow_nan=False: a line that is not JSON is worse than an error the sink group counts.
+        line = (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
         with self._lock:
+            if self._closed:
+                raise CheckoutCamError(f"event log {self.path} is closed; {what} not written")
+            if self._file is None:
+                self._reopen_locked("after a failed write")
+            elif self._moved_away():
+                logger.warning("event log %s was deleted or moved away while open; opening it again",
+                               self.path)
+                self._reopen_locked("it was moved away")
             if self._size > 0 and self._size + len(line) > self.max_bytes:
                 self._rotate()
-            self._file.write(line)
-            # Flushed per line: `tail -f` and a crash both see every event written so far.
-            self._file.flush()
+            try:
+                self._file.write(line)
+                # Flushed per line: `tail -f` and a crash both see every event written so far.
+                self._file.flush()
+            except OSError as exc:
+                self._drop_file()
+                raise CheckoutCamError(f"event log {self.path}: writing {what} failed: "
+                                       f"{exc.strerror or exc}") from None
             self._size += len(line)
+
+    def _drop_file(self) -> None:
+        """Forget a file handle whose buffer holds a failed write, so it is not retried half-way."""
+        f, self._file = self._file, None
+        try:
+            f.close()
+        except OSError:
+            pass
 
     def _rotate(self) -> None:
         self._file.close()
@@ -164,8 +233,12 @@ class EventLogSink:
 
     def close(self) -> None:
         with self._lock:
-            if not self._file.closed:
-                self._file.close()
+            self._closed = True
+            if self._file is not None and not self._file.closed:
+                try:
+                    self._file.close()
+                except OSError as exc:
+                    logger.error("closing event log %s failed: %s", self.path, exc.strerror or exc)
 
 
 def describe(event: ItemEvent) -> str:
@@ -307,13 +380,50 @@ class VideoWriterSink:
                     self._last_time)
 
 
-class SinkGroup:
-    """Calls each sink in turn; one that fails is logged (sink and frame) and the others go on."""
+@dataclass(frozen=True)
+class SinkTrouble:
+    """A sink whose last call failed: since when, how often, and the last error in words."""
+    name: str
+    failing_since: float      # time.monotonic() of the first failure of the current streak
+    failures: int             # in this run, all streaks
+    last_error: str
 
-    def __init__(self, sinks: Iterable[Sink]):
+
+class SinkGroup:
+    """Calls each sink in turn; one that fails is logged (sink and frame) and the others go on.
+
+    It also keeps the health record every kind of sink shares (the event log,
+    an MQTT publisher, a video file): failures per sink, whether each is
+    failing now and since when (``troubles()``; a success ends the streak),
+    and ``lost_events``: item events that a sink which logs events
+    (one with ``close_event``) failed to take.
+    """
+
+    def __init__(self, sinks: Iterable[Sink], clock: Callable[[], float] = time.monotonic):
         self.sinks = list(sinks)
         self.failures: dict[str, int] = {}
+        self.lost_events = 0
+        self._clock = clock
         self._last_logged: dict[str, float] = {}
+        self._failing: dict[str, tuple[float, str]] = {}   # name -> (since, last error)
+        self._lock = threading.Lock()
+        self._once = _OnceEach()
+
+    @property
+    def total_failures(self) -> int:
+        return sum(self.failures.values())
+
+    def troubles(self) -> list[SinkTrouble]:
+        with self._lock:
+            return [SinkTrouble(name, since, self.failures.get(name, 0), err)
+                    for name, (since, err) in self._failing.items()]
+
+    def _succeeded(self, sink) -> None:
+        name = sink_name(sink)
+        if name in self._failing:
+            with self._lock:
+                since, _ = self._failing.pop(name)
+            logger.warning("sink %s works again after %.1f s of failures", name, self._clock() - since)
 
     def __enter__(self) -> "SinkGroup":
         return self
@@ -321,10 +431,16 @@ class SinkGroup:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _failed(self, sink, what: str) -> None:
+    def _failed(self, sink, what: str, *, lost_event: bool = False) -> None:
         name = sink_name(sink)
-        count = self.failures[name] = self.failures.get(name, 0) + 1
-        now = time.monotonic()
+        now = self._clock()
+        exc = sys.exc_info()[1]
+        with self._lock:
+            count = self.failures[name] = self.failures.get(name, 0) + 1
+            since = self._failing.get(name, (now, ""))[0]
+            self._failing[name] = (since, f"{type(exc).__name__}: {exc}" if exc else "failed")
+            if lost_event:
+                self.lost_events += 1
         if count == 1:
             logger.exception("sink %s failed on %s; the other sinks go on", name, what)
             self._last_logged[name] = now
@@ -333,14 +449,22 @@ class SinkGroup:
             self._last_logged[name] = now
 
     def __call__(self, frame: Frame, decision: Decision | None) -> None:
+        new_event = decision is not None and self._once.first_time(decision.closed)
         for sink in self.sinks:
             try:
                 sink(frame, decision)
             except Exception:
-                self._failed(sink, f"frame {frame.frame_id}")
+                # An event sink writes each event once, on the call that first carries it.
+                self._failed(sink, f"frame {frame.frame_id}",
+                             lost_event=new_event and hasattr(sink, "close_event"))
+            else:
+                if new_event or not hasattr(sink, "close_event"):  # an event sink works only on events
+                    self._succeeded(sink)
 
     def close_event(self, event: ItemEvent | None) -> None:
         """Hand the event closed at shutdown to every sink that logs events."""
+        if event is None or not self._once.first_time(event):
+            return
         for sink in self.sinks:
             handler = getattr(sink, "close_event", None)
             if handler is None:
@@ -348,7 +472,9 @@ class SinkGroup:
             try:
                 handler(event)
             except Exception:
-                self._failed(sink, "the final event")
+                self._failed(sink, "the final event", lost_event=True)
+            else:
+                self._succeeded(sink)
 
     def outage(self, outage: Outage) -> None:
         """Hand an outage the source reported to every sink that logs outages."""

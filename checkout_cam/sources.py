@@ -9,12 +9,16 @@ reopen with backoff until the stop event is set.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterator
+from urllib.parse import urlsplit
 
 import cv2
 
@@ -23,6 +27,29 @@ from checkout_cam.frames import Frame
 from checkout_cam.video_file import DecodeReport, VideoFile
 
 logger = logging.getLogger(__name__)
+
+# While a camera is away the backoff between full reopen attempts grows to reconnect_max_s; a cheap
+# probe (is /dev/videoN there, does the stream's port accept a connection) runs this often meanwhile,
+# so a camera that comes back is reopened within about this long whatever the backoff.
+PROBE_INTERVAL_S = 1.0
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935}
+
+
+def quiet_video_backends() -> None:
+    """OpenCV and FFmpeg print ~12 lines per failed camera open, and FFmpeg's h264 decoder warns on
+    ordinary files; under journald, with a retry every 30 s, that buries the product's own log.
+    Our own lines say what failed. Errors stay; a user's OPENCV_LOG_LEVEL / OPENCV_FFMPEG_LOGLEVEL
+    wins, and -vv (debug logging) keeps the backends' warnings for diagnosis.
+    """
+    if logging.getLogger("checkout_cam").isEnabledFor(logging.DEBUG):
+        return
+    # FFmpeg's av_log level, read when OpenCV first initialises its FFmpeg backend: AV_LOG_QUIET.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        try:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        except AttributeError:  # an OpenCV build without cv2.utils.logging
+            os.environ["OPENCV_LOG_LEVEL"] = "ERROR"
 
 
 @dataclass(frozen=True)
@@ -134,8 +161,12 @@ class CameraSource(FrameSource):
     live = True
 
     def __init__(self, uri: str, *, stop: threading.Event | None = None, reconnect_initial_s: float = 1.0,
-                 reconnect_max_s: float = 30.0, stall_timeout_s: float = 5.0):
+                 reconnect_max_s: float = 30.0, stall_timeout_s: float = 5.0,
+                 probe_interval_s: float = PROBE_INTERVAL_S):
+        quiet_video_backends()
         self.uri = uri
+        self.probe_interval_s = probe_interval_s
+        self._probe_was_up: bool | None = None  # the probe's answer at the last failed open
         self.name = uri
         self._stop = stop or threading.Event()
         self.reconnect_initial_s = reconnect_initial_s
@@ -148,7 +179,10 @@ class CameraSource(FrameSource):
 
     def _open(self) -> cv2.VideoCapture | None:
         if self.uri.isdigit():
-            cap = cv2.VideoCapture(int(self.uri))
+            # On Linux a camera index is a V4L2 device. CAP_ANY would also try other backends first
+            # (OpenCV's Orbbec one logs "Camera index out of range" at ERROR on every retry).
+            backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+            cap = cv2.VideoCapture(int(self.uri), backend)
         else:
             timeout_ms = int(self.stall_timeout_s * 1000)
             cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG,
@@ -161,6 +195,54 @@ class CameraSource(FrameSource):
         self.fps = fps if fps and 0 < fps < 1000 else None
         return cap
 
+    def probe(self) -> bool | None:
+        """A cheap guess whether the camera is there: True/False, or None when it cannot be told.
+
+        A camera index: its /dev/videoN node exists (Linux). A URL: its host accepts a TCP
+        connection on the stream's port. Either costs well under a millisecond locally.
+        """
+        if self.uri.isdigit():
+            return Path(f"/dev/video{int(self.uri)}").exists() if sys.platform.startswith("linux") else None
+        parts = urlsplit(self.uri)
+        try:
+            port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
+        except ValueError:
+            return None
+        if not parts.hostname or not port:
+            return None
+        try:
+            with socket.create_connection((parts.hostname, port), timeout=min(0.5, self.probe_interval_s)):
+                return True
+        except OSError:
+            return False
+
+    def _wait_before_reopen(self, backoff: float) -> bool:
+        """Wait ``backoff``, or less when the probe sees the camera come back. True when stopped.
+
+        Edge-triggered: when the probe already said "up" at the failed open (a server that accepts
+        connections but sends no stream), only a change back to "up" after a "down" cuts the wait,
+        so such a source is still retried at the backoff's pace.
+        """
+        if backoff <= self.probe_interval_s:
+            return self._stop.wait(backoff)
+        deadline = time.monotonic() + backoff
+        was_up = self._probe_was_up
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self._stop.is_set()
+            if self._stop.wait(min(self.probe_interval_s, left)):
+                return True
+            if deadline - time.monotonic() <= 0:
+                return False
+            up = self.probe()
+            if up and was_up is False:
+                logger.info("camera %s answers again; reopening now instead of in %.1f s", self.uri,
+                            deadline - time.monotonic())
+                return False
+            if up is not None:
+                was_up = up
+
     def __iter__(self) -> Iterator[Frame]:
         frame_id = 0
         backoff = self.reconnect_initial_s
@@ -169,7 +251,8 @@ class CameraSource(FrameSource):
                 self._cap = self._open()
                 if self._cap is None:
                     self._went_offline(f"cannot open camera {self.uri}", backoff)
-                    if self._stop.wait(backoff):
+                    self._probe_was_up = self.probe() if backoff > self.probe_interval_s else None
+                    if self._wait_before_reopen(backoff):
                         break
                     backoff = min(backoff * 2, self.reconnect_max_s)
                     continue
@@ -190,7 +273,8 @@ class CameraSource(FrameSource):
                 if self._stop.is_set():
                     break
                 self._went_offline(f"camera {self.uri} stopped delivering frames", backoff)
-                if self._stop.wait(backoff):
+                self._probe_was_up = self.probe() if backoff > self.probe_interval_s else None
+                if self._wait_before_reopen(backoff):
                     break
                 backoff = min(backoff * 2, self.reconnect_max_s)
         finally:
@@ -220,6 +304,7 @@ def open_source(uri: str, *, realtime: bool = False, stop: threading.Event | Non
                 stall_timeout_s: float = 5.0, loop: bool = False) -> FrameSource:
     """A camera index ("0"), a URL (rtsp://, http://, ...), or a video file path."""
     uri = str(uri)
+    quiet_video_backends()
     if uri.isdigit() or "://" in uri:
         return CameraSource(uri, stop=stop, reconnect_initial_s=reconnect_initial_s,
                             reconnect_max_s=reconnect_max_s, stall_timeout_s=stall_timeout_s)

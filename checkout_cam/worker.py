@@ -21,7 +21,7 @@ from checkout_cam.model import Classifier
 from checkout_cam.gating import MotionGate
 from checkout_cam.results import Classification, InferenceResult
 from checkout_cam.sources import CameraLost, FrameSource
-from checkout_cam.stats import RateMeter
+from checkout_cam.stats import FrameRateMeter, RateMeter
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class CaptureThread(threading.Thread):
         # Live: a gap between frames the camera delivered is an outage (the inference worker sees fewer
         # frames than the camera sends, so only this thread can tell a gap from a dropped frame).
         self.outage_gap_s = outage_gap_s if source.live else None
-        self.meter = RateMeter()
+        self.meter = FrameRateMeter()
         self.heartbeat = time.monotonic()
         self.error: BaseException | None = None
 

@@ -127,3 +127,60 @@ def test_a_live_camera_gap_closes_the_item_at_its_last_frame_and_reports_the_out
     assert ends[0].end - ends[0].start >= 2.0 and p.outages == 1
     after = [e for e in rec.closed if e.frame_start >= 30]
     assert after and after[0].closed_by == "end"            # the item seen after the gap is a new event
+
+
+def test_health_names_a_failing_sink_and_turns_the_watchdog_view_off_after_the_grace():
+    def broken(frame, decision):
+        raise OSError("disk full")
+
+    cfg = override(override(Config(), "review.empty_threshold", 0.5), "serve.sink_unhealthy_after_s", 10.0)
+    p = _pipeline(100_000, FakeClassifier(), cfg=cfg, sinks=[broken]).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not p.sinks.troubles() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (trouble,) = p.sinks.troubles()
+        early = p.health(max_silence_s=30, now=trouble.failing_since + 1)
+        assert early.alive and not early.ok
+        late = p.health(max_silence_s=30, now=trouble.failing_since + 11)
+        assert not late.alive and not late.ok
+        assert any("sink broken has been failing for 11 s" in r and "disk full" in r for r in late.reasons)
+        assert p.errors >= 1 and "errors " in p.stats_line() and "sinks " in p.stats_line()
+    finally:
+        p.shutdown()
+
+
+def test_status_latency_counts_only_results_the_model_computed():
+    p = _pipeline(80, FakeClassifier(), collect=True, gating=True).start()  # a mostly still scene
+    _drain(p)
+    p.shutdown()
+    runs = p.worker.model_runs
+    assert 0 < runs < 80  # most frames reused a result
+    assert len(p.latency_ms._values) == runs == p.model_latency_ms.count
+    assert p.run_latency_ms.count == 80  # the whole-run figure still covers every frame
+
+
+def test_serve_exits_1_when_its_capture_thread_dies(tmp_path):
+    import threading
+    from checkout_cam.modes import Parts
+    from checkout_cam.modes.serve import run_serve
+    from checkout_cam.render import OverlayRenderer
+    from checkout_cam.schema import RunIdentity
+    from tests.fakes import FrameSourceStub
+
+    class Broken(FrameSourceStub):
+        def __iter__(self):
+            for i, frame in enumerate(super().__iter__()):
+                if i == 5:
+                    raise RuntimeError("capture backend crashed")
+                yield frame
+
+    cfg = override(Config(), "serve.log_path", str(tmp_path / "events.jsonl"))
+    clf = FakeClassifier()
+    source = Broken(100, live=True, fps=50)
+    policy = ReviewPolicy(cfg.review, trained=clf.trained, labels=clf.labels, top_k=cfg.model.top_k)
+    parts = Parts(clf, source, policy, OverlayRenderer(model_name="fake", trained=True), RunIdentity())
+    stop = threading.Event()
+    threading.Timer(20, stop.set).start()  # a hang guard
+    assert run_serve(cfg, stop=stop, parts=parts) == 1
+    stop.set()

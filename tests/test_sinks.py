@@ -235,3 +235,58 @@ def test_video_writer_follows_variable_frame_times(tmp_path):
 def test_video_writer_refuses_containers_without_timestamps(tmp_path):
     with pytest.raises(CheckoutCamError, match="AVI cannot carry"):
         VideoWriterSink(tmp_path / "v.avi", fps=30, size=(320, 240), renderer=OverlayRenderer(model_name="m", trained=True))
+
+
+def test_a_failing_event_log_is_counted_and_the_lost_events_too(tmp_path):
+    """Disk full (/dev/full): each write fails; the group counts failures and lost events and
+    says since when the sink fails; a success ends the streak."""
+    now = [1000.0]
+    log = log_sink(Path("/dev/full"))
+    group = SinkGroup([log, lambda f, d: None], clock=lambda: now[0])
+    group(frame(0), decision(0))
+    assert group.troubles() == [] and group.lost_events == 0
+    first = event(1)
+    group(frame(1), decision(1, closed=first))
+    group(frame(2), decision(2, closed=first))  # the same event repeated: not lost twice
+    now[0] += 5
+    group(frame(3), decision(3, closed=event(3)))
+    group.close_event(event(9))
+    assert group.lost_events == 3 and group.total_failures == 3
+    (trouble,) = group.troubles()
+    assert trouble.name == "event log /dev/full" and trouble.failing_since == 1000.0
+    assert "No space left on device" in trouble.last_error
+    group.sinks = [log_sink(tmp_path / "ok.jsonl")]
+    group.sinks[0].name = trouble.name  # the same sink, working again
+    group(frame(4), decision(4, closed=event(4)))
+    assert group.troubles() == []
+    log.close()
+
+
+def test_an_event_log_deleted_while_open_is_opened_again(tmp_path):
+    path = tmp_path / "events.jsonl"
+    with log_sink(path) as sink:
+        sink.close_event(event(1))
+        path.unlink()  # an operator cleaning up, or a rotation without SIGHUP
+        sink.close_event(event(2))
+        assert [d["frame_start"] for d in lines(path)] == [20]
+        path.rename(tmp_path / "events.jsonl.1")
+        sink.reopen("SIGHUP")
+        sink.close_event(event(3))
+    assert [d["frame_start"] for d in lines(path)] == [30]
+
+
+def test_event_log_after_a_torn_line_starts_on_a_new_line(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"type": "item", "lab')  # what a failed write can leave
+    with log_sink(path) as sink:
+        sink._file = None  # as after a failed write
+        sink.close_event(event(1))
+    text = path.read_text().splitlines()
+    assert json.loads(text[-1])["frame_start"] == 10
+
+
+def test_event_log_whose_parent_is_a_file_says_so(tmp_path):
+    blocker = tmp_path / "logs"
+    blocker.write_text("")
+    with pytest.raises(CheckoutCamError, match=r"logs is a file, not a folder; choose another path"):
+        log_sink(blocker / "events.jsonl")

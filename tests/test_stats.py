@@ -31,3 +31,29 @@ def test_percentiles_window_keeps_only_recent_samples():
     for v in range(100):
         p.add(float(v))
     assert p.get(0) == 90 and p.get(100) == 99
+
+
+def test_camera_fps_is_not_inflated_by_a_burst_of_buffered_frames():
+    from checkout_cam.stats import FrameRateMeter, RateMeter
+    burst = [10.0 + i * 0.001 for i in range(20)]            # what a stream buffered while being probed
+    steady = [10.1 + i / 25 for i in range(1, 31)]           # then 25 fps for 1.2 s
+    plain, robust = RateMeter(), FrameRateMeter()
+    for t in burst + steady:
+        plain.tick(t)
+        robust.tick(t)
+    now = steady[-1] + 0.01
+    assert plain.rate(now) > 35  # the old reading
+    assert abs(robust.rate(now) - 25) < 0.5
+
+
+def test_frame_rate_of_a_steady_or_paired_camera():
+    from checkout_cam.stats import FrameRateMeter
+    m = FrameRateMeter()
+    for i in range(50):
+        m.tick(100 + i / 25)
+    assert abs(m.rate(100 + 49 / 25) - 25) < 0.01
+    pairs = FrameRateMeter()  # two frames handed over together every 80 ms: still 25 fps
+    for i in range(50):
+        pairs.tick(200 + (i // 2) * 0.08 + (i % 2) * 0.0005)
+    assert abs(pairs.rate(200 + 24 * 0.08 + 0.001) - 25) < 0.5
+    assert FrameRateMeter().rate(5.0) == 0.0

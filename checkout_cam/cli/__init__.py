@@ -7,23 +7,26 @@ import logging
 import sys
 
 from checkout_cam import __version__
-from checkout_cam.cli import (classify, evaluate, events, export_model, finetune, live, replay, serve,
-                              validate_config)
+from checkout_cam.cli import (
+    classify, doctor, evaluate, events, export_model, finetune, live, replay, serve, validate_config)
 from checkout_cam.errors import CheckoutCamError
 
 logger = logging.getLogger(__name__)
 
 # Order is the order `--help` lists them in.
-COMMANDS = [export_model, classify, replay, live, serve, events, finetune, evaluate, validate_config]
+COMMANDS = [export_model, classify, replay, live, serve, events, doctor, finetune, evaluate, validate_config]
 
 DESCRIPTION = """\
 Real-time camera checkout assistant: a ResNet-18 classifies what is held in
 front of the camera, draws the Top-3 labels and flags unsure items for the
 cashier.
 
-First make a model artifact, then use it:
-  checkout-cam export-model --weights imagenet --out models/resnet18-imagenet.pt
-  checkout-cam classify --model models/resnet18-imagenet.pt photo.jpg
+First make the model artifact (models/model.pt, config model.path, which every
+command uses), then use it:
+  checkout-cam export-model --weights imagenet     # needs internet or torchvision's cache
+  checkout-cam export-model --weights random       # offline: an UNTRAINED demo model
+  checkout-cam classify photo.jpg
+  checkout-cam doctor                              # is this lane ready to go live?
 """
 
 

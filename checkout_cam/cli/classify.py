@@ -7,12 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from checkout_cam.cli.common import add_config_option, add_model_option, load_cfg, open_model
-from checkout_cam.errors import ImageReadError
-from checkout_cam.images import list_images, read_image
-from checkout_cam.results import Classification
+from checkout_cam.errors import CheckoutCamError, ImageReadError
 
 NAME = "classify"
 HELP = "print the Top-k labels of image files (readable, or JSON lines with --json)"
@@ -22,7 +18,8 @@ recursively for images. A file that cannot be read gets an error line on
 stderr and the rest are still classified; the exit code is 1 if any failed.
 
 examples:
-  checkout-cam classify --model models/resnet18-imagenet.pt apple.jpg
+  checkout-cam classify apple.jpg                        # the model at model.path
+  checkout-cam classify --model models/store.pt apple.jpg
   checkout-cam classify --json --top 5 ../shared/data/grocery/val/Fruit/Apple
 output with --json, one object per image:
   {"image": "apple.jpg", "top": [{"index": 948, "label": "Granny Smith", "prob": 0.91}, ...], "trained": true}
@@ -37,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories")
 
 
-def _print_readable(name: str, result: Classification, trained: bool) -> None:
+def _print_readable(name: str, result, trained: bool) -> None:
     badge = "" if trained else "  [UNTRAINED model: labels are meaningless]"
     print(f"{name}{badge}")
     for rank, p in enumerate(result.top, 1):
@@ -49,9 +46,16 @@ def run(args: argparse.Namespace) -> int:
     if args.top is not None and args.top < 1:
         print("checkout-cam classify: error: --top must be >= 1", file=sys.stderr)
         return 2
+    from tqdm import tqdm
+
+    from checkout_cam.images import IMAGE_SUFFIXES, list_images, read_image
+
     k = args.top or cfg.model.top_k
-    clf = open_model(cfg)
     paths = list_images(args.images)
+    if not paths:
+        raise CheckoutCamError(f"no images found in {', '.join(args.images)} (looked for "
+                               f"{', '.join(sorted(IMAGE_SUFFIXES))} files, recursively in folders)")
+    clf = open_model(cfg)  # after the cheap checks: loading takes seconds
     failed = 0
     batch: list[tuple[Path, object]] = []
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from checkout_cam.config import Config, load_config, override
-from checkout_cam.model import Classifier, open_classifier
+if TYPE_CHECKING:  # `--help` must not pay for torch: the runtime is imported where a command runs
+    from checkout_cam.config import Config
+    from checkout_cam.model import Classifier
 
 
 def add_config_option(p: argparse.ArgumentParser) -> None:
@@ -15,11 +17,12 @@ def add_config_option(p: argparse.ArgumentParser) -> None:
 
 def add_model_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="FILE", default=None,
-                   help="model artifact .pt (default: model.path from the config)")
+                   help="model artifact .pt/.onnx (default: model.path from the config, models/model.pt)")
 
 
-def load_cfg(args: argparse.Namespace, overrides: dict[str, str] | None = None) -> Config:
+def load_cfg(args: argparse.Namespace, overrides: dict[str, str] | None = None) -> "Config":
     """Config file, then CLI flags on top: ``overrides`` maps arg names to dotted settings."""
+    from checkout_cam.config import load_config, override
     cfg = load_config(getattr(args, "config", None))
     mapping = {"model": "model.path", **(overrides or {})}
     for arg, dotted in mapping.items():
@@ -29,21 +32,26 @@ def load_cfg(args: argparse.Namespace, overrides: dict[str, str] | None = None) 
     return cfg
 
 
-def open_model(cfg: Config) -> Classifier:
+def open_model(cfg: "Config") -> "Classifier":
+    from checkout_cam.model import open_classifier
     return open_classifier(cfg.model.path, roi=cfg.preprocess.roi, threads=cfg.model.threads)
 
 
-def add_run_options(p: argparse.ArgumentParser, *, log: bool) -> None:
-    """What live, serve and replay share: config, model, source (and the event log)."""
+def add_run_options(p: argparse.ArgumentParser, *, log: bool | str) -> None:
+    """What live, serve and replay share: config, model, source (and the event log).
+
+    ``log``: False = no --log; True = --log defaulting to serve.log_path; a string = its help text
+    (replay writes a log only when asked). There is no --realtime: live and serve always pace a
+    video file like a camera, replay never does.
+    """
     add_config_option(p)
     add_model_option(p)
     p.add_argument("--source", metavar="S", default=None,
                    help="camera index (0), video file, or rtsp:// / http:// URL (default: source.uri)")
-    p.add_argument("--realtime", action="store_true", default=None,
-                   help="pace a video file at its own fps, like a camera (source.realtime)")
     if log:
         p.add_argument("--log", metavar="FILE", default=None,
-                       help="JSON-lines event log, one line per item (default: serve.log_path)")
+                       help=log if isinstance(log, str) else
+                       "JSON-lines event log, one line per item (default: serve.log_path)")
 
 
-RUN_OVERRIDES = {"source": "source.uri", "realtime": "source.realtime", "log": "serve.log_path"}
+RUN_OVERRIDES = {"source": "source.uri", "log": "serve.log_path"}

@@ -6,16 +6,8 @@ import argparse
 import json
 import sys
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
 from checkout_cam.cli.common import add_config_option, add_model_option, load_cfg, open_model
 from checkout_cam.errors import CheckoutCamError, ImageReadError
-from checkout_cam.images import read_image
-from checkout_cam.training.data import DataError, load_labeled, read_coarse_map
-from checkout_cam.training.metrics import ReviewRule, confusion_matrix, evaluate_probabilities, per_image
-from checkout_cam.training.report import PER_IMAGE_NOTE, format_text, write_report
 
 NAME = "evaluate"
 HELP = "accuracy, confusion matrix and review-flag analysis of a model on labelled photos"
@@ -67,6 +59,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from checkout_cam.images import read_image
+    from checkout_cam.training.data import DataError, load_labeled, read_coarse_map
+    from checkout_cam.training.metrics import ReviewRule, confusion_matrix, evaluate_probabilities, per_image
+    from checkout_cam.training.report import PER_IMAGE_NOTE, format_text, write_report
+
     if not 0.0 < args.target_accuracy <= 1.0:
         raise CheckoutCamError(f"--target-accuracy must be in (0, 1], got {args.target_accuracy}")
     cfg = load_cfg(args, {"min_confidence": "review.min_confidence", "min_margin": "review.min_margin"})
@@ -77,9 +78,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = [name for name in data.classes if name not in index]
     used = {data.classes[s.label] for s in data.samples}
     if unknown and used & set(unknown):
+        hint = ("evaluate a model trained on these classes" if clf.trained else
+                "for an untrained demo model with these classes: `checkout-cam export-model --weights "
+                "random --classes CSV` (or --labels FILE)")
         raise DataError(f"{args.data}: class(es) {', '.join(sorted(used & set(unknown))[:5])} are not "
-                        f"among the model's {len(labels)} labels ({clf.name}); evaluate a model trained "
-                        f"on these classes")
+                        f"among the model's {len(labels)} labels ({clf.name}); {hint}")
     coarse = None
     if args.coarse:
         coarse = read_coarse_map(args.coarse)

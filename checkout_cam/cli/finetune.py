@@ -8,10 +8,8 @@ from pathlib import Path
 
 from checkout_cam.cli.common import add_config_option, load_cfg
 from checkout_cam.errors import CheckoutCamError
-from checkout_cam.model.artifact import check_format
-from checkout_cam.training.data import load_labeled, split_holdout, write_list
-from checkout_cam.training.finetune import (
-    CHECKPOINT_FILE, FREEZE_CHOICES, Recipe, default_lr, default_weight_decay, finetune, format_duration)
+
+FREEZE_CHOICES = ("head", "layer4", "none")  # = checkout_cam.training.finetune.FREEZE_CHOICES (tested)
 
 NAME = "finetune"
 HELP = "train ResNet-18 on your own product photos; writes the same model artifact as export-model"
@@ -60,8 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of each class held out for validation when --val is absent "
                         "(default 0.15; 0 = no validation, the last epoch is kept)")
     p.add_argument("--classes", metavar="CSV", help="class names and ids (`name, id, ...`); needed for list files")
-    p.add_argument("--out", required=True, metavar="FILE.pt",
-                   help="where to write the model artifact (.pt; .onnx for an fp32 model run by ONNX Runtime)")
+    p.add_argument("--out", metavar="FILE.pt", default=None,
+                   help="where to write the model artifact (.pt; .onnx for an fp32 model run by ONNX Runtime; "
+                        "default: model.path, models/model.pt, which every command then uses)")
     p.add_argument("--init", default="imagenet", metavar="imagenet|scratch|PATH",
                    help="starting weights (default imagenet)")
     p.add_argument("--freeze", choices=FREEZE_CHOICES, default=None,
@@ -113,9 +112,14 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from checkout_cam.model.artifact import check_format
+    from checkout_cam.training.data import load_labeled, split_holdout, write_list
+    from checkout_cam.training.finetune import (
+        CHECKPOINT_FILE, Recipe, default_lr, default_weight_decay, finetune, format_duration)
+
     _check_args(args)
     cfg = load_cfg(args)
-    out = Path(args.out)
+    out = Path(args.out or cfg.model.path)
     if out.suffix.lower() not in (".pt", ".onnx"):
         raise CheckoutCamError(f"--out {out}: the model artifact must be a .pt file (or .onnx for an fp32 "
                                f"model run by ONNX Runtime)")

@@ -12,14 +12,16 @@ DESCRIPTION = """\
 Show the camera with the overlay: Top-3 labels with bars, a green state for a
 confident item and REVIEW (with the reason) for an unsure one, and a status
 line (camera fps, inference fps, latency, dropped frames). A video file stands
-in for a camera: it is paced at its own fps.
+in for a camera: it is always paced at its own fps, and frames are dropped when
+the model is slower (as with a camera). It needs a display (DISPLAY or
+WAYLAND_DISPLAY); on a headless box use `checkout-cam serve`.
 
 keys: q/Esc quit, space pause, s save snapshot (raw + annotated PNG),
       b re-take the empty-scene background
 
 examples:
   checkout-cam live --source 0
-  checkout-cam live --source ../shared/data/videos/box.mp4 --realtime --model models/demo-untrained.pt
+  checkout-cam live --source ../shared/data/videos/box.mp4      # a file paced like a camera
   checkout-cam live --source rtsp://127.0.0.1:8554/lane1
 """
 

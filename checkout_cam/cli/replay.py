@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from checkout_cam.cli.common import RUN_OVERRIDES, add_run_options, load_cfg
 from checkout_cam.errors import CheckoutCamError
@@ -28,7 +29,8 @@ An existing --log is refused by default, so an audit is never mixed into
 another by accident; --append adds this run to it (every line carries the
 lane_id and a run_id new for each run, so runs stay apart).
 
-exit status: 0 done, 3 done but the input was damaged or incomplete, 2 bad input/usage.
+exit status: 0 done, 3 done but the input was damaged or incomplete, 1 item events could not be
+written, 2 bad input/usage.
 
 examples:
   checkout-cam replay ../shared/data/videos/box.mp4 --out box-annotated.mp4 --log box-events.jsonl
@@ -39,7 +41,7 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", nargs="?", default=None, help="the video file (or give --source)")
-    add_run_options(p, log=True)
+    add_run_options(p, log="also write the JSON-lines event log here, one line per item (default: none)")
     p.add_argument("--out", metavar="FILE.mp4", default=None, help="write the annotated video here")
     p.add_argument("--gating", action="store_true",
                    help="reuse the last result while the scanning area is still (as live/serve do); "
@@ -57,9 +59,6 @@ def run(args: argparse.Namespace) -> int:
     if args.video and args.source and args.video != args.source:
         raise CheckoutCamError("give the video either as VIDEO or as --source, not both")
     args.source = args.video or args.source
-    if args.realtime:
-        raise CheckoutCamError("replay processes every frame; for a paced video use `live` or `serve` "
-                               "with --realtime")
     log = args.log  # replay writes an event log only when asked
     args.log = None
     cfg = load_cfg(args, RUN_OVERRIDES)
@@ -72,4 +71,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"annotated video: {args.out}")
     if log:
         print(f"event log: {log}")
+    if summary.lost_events:
+        print(f"checkout-cam replay: error: {summary.lost_events} item event(s) could not be written "
+              f"(see the errors above)", file=sys.stderr)
+        return 1
     return 3 if summary.partial and not args.allow_partial else 0

@@ -20,7 +20,7 @@ exits 0. With NOTIFY_SOCKET set it speaks the systemd notify protocol
 
 examples:
   checkout-cam serve --config /etc/checkout-cam/config.yaml
-  checkout-cam serve --source ../shared/data/videos/box.mp4 --log logs/events.jsonl --model models/demo-untrained.pt
+  checkout-cam serve --source ../shared/data/videos/box.mp4 --log logs/events.jsonl   # a file paced like a camera
 """
 
 

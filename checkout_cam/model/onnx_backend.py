@@ -11,8 +11,11 @@ and the trained flag can never be separated from the weights. Writing needs
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,12 +25,46 @@ import torch
 from torch import nn
 
 from checkout_cam.errors import CheckoutCamError, ModelFileError
-from checkout_cam.model.artifact import META_FILE, ArtifactMeta, check_format, file_sha256, not_found
+from checkout_cam.model.artifact import (
+    META_FILE, ArtifactMeta, check_format, check_readable, file_sha256, not_found)
 from checkout_cam.model.classifier import Classifier
 
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install -e ".[onnx]"'
+
+# An ONNX file has no checksums of its own (a .pt is a zip with CRCs): the metadata carries the
+# sha256 of the whole file as written with this placeholder in the digest's place.
+CHECKSUM_KEY = "content_sha256"
+_PLACEHOLDER = "0" * 64
+_CHECKSUM_RE = re.compile(rb'"' + CHECKSUM_KEY.encode() + rb'": "([0-9a-f]{64})"')
+
+
+def _stamp_checksum(path: Path) -> None:
+    data = path.read_bytes()
+    marker = f'"{CHECKSUM_KEY}": "{_PLACEHOLDER}"'.encode()
+    if data.count(marker) != 1:
+        raise ModelFileError(f"{path}: cannot place its checksum (marker found {data.count(marker)} times)")
+    digest = hashlib.sha256(data).hexdigest().encode()
+    path.write_bytes(data.replace(marker, marker.replace(_PLACEHOLDER.encode(), digest)))
+
+
+def verify_checksum(path: Path, data: bytes | None = None) -> bool:
+    """True when the file is as written; False when it carries no checksum (an older export).
+
+    Raises ModelFileError naming the file when its bytes changed after it was written.
+    """
+    data = path.read_bytes() if data is None else data
+    found = _CHECKSUM_RE.findall(data)
+    if len(found) != 1:
+        return False
+    digest = found[0]
+    blank = data.replace(b'"' + CHECKSUM_KEY.encode() + b'": "' + digest + b'"',
+                         b'"' + CHECKSUM_KEY.encode() + b'": "' + _PLACEHOLDER.encode() + b'"')
+    if hashlib.sha256(blank).hexdigest().encode() != digest:
+        raise ModelFileError(f"{path} is damaged: its content does not match the checksum it was written "
+                             f"with (the file changed after export); re-export or copy it again")
+    return True
 
 
 def export_graph(model: nn.Module, out: str | Path, input_size: int, max_batch: int = 1024) -> Path:
@@ -57,9 +94,11 @@ def save_onnx(model: nn.Module, meta: ArtifactMeta, out: str | Path) -> Path:
         proto = onnx.load(str(export_graph(model, Path(tmp) / "raw.onnx", meta.input_size)))
         del proto.metadata_props[:]
         entry = proto.metadata_props.add()
-        entry.key, entry.value = META_FILE, meta.to_json()
+        stamped = dataclasses.replace(meta, extra={**meta.extra, CHECKSUM_KEY: _PLACEHOLDER})
+        entry.key, entry.value = META_FILE, stamped.to_json()
         final = Path(tmp) / out.name
         onnx.save(proto, str(final))
+        _stamp_checksum(final)
         os.replace(final, out)
     logger.info("wrote %s (onnx, %s, %d classes, trained=%s)", out, meta.name, meta.num_classes, meta.trained)
     return out
@@ -77,6 +116,9 @@ class OnnxRuntimeClassifier(Classifier):
         path = Path(path)
         if not path.exists():
             raise not_found(path)
+        check_readable(path)
+        if not verify_checksum(path):
+            logger.debug("%s carries no content checksum (exported before checksums); not verified", path)
         try:
             import onnxruntime as ort
         except ImportError:

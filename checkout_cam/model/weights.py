@@ -63,17 +63,24 @@ def _offline() -> bool:
     return os.environ.get("CHECKOUT_CAM_OFFLINE", "") not in ("", "0", "false", "no")
 
 
-def _load_imagenet() -> LoadedWeights:
+# What a command can do instead when ImageNet weights are missing; the caller knows its own options.
+EXPORT_ALTERNATIVES = ("or pass --weights /path/to/resnet18.pth; for an untrained demo model without "
+                       "internet: --weights random")
+
+
+def _load_imagenet(alternatives: str = EXPORT_ALTERNATIVES) -> LoadedWeights:
     path = imagenet_cache_path()
     if not path.exists():
         if _offline():
-            raise WeightsError(_missing_imagenet_message(path, "downloads are disabled (CHECKOUT_CAM_OFFLINE)"))
+            raise WeightsError(_missing_imagenet_message(path, "downloads are disabled (CHECKOUT_CAM_OFFLINE)",
+                                                         alternatives))
         logger.info("downloading %s to %s", IMAGENET.url, path)
         try:
             torch.hub.load_state_dict_from_url(IMAGENET.url, progress=True, check_hash=True)
         except Exception as exc:  # URLError, timeout, SSL, hash mismatch: all mean "not here"
             reason = getattr(exc, "reason", None) or exc
-            raise WeightsError(_missing_imagenet_message(path, f"the download failed ({reason})")) from None
+            raise WeightsError(_missing_imagenet_message(path, f"the download failed ({reason})",
+                                                         alternatives)) from None
     digest = file_sha256(path)
     # torchvision names the file with the first hex digits of its sha256.
     m = re.search(r"-([0-9a-f]{8,})\.pth$", path.name)
@@ -85,11 +92,11 @@ def _load_imagenet() -> LoadedWeights:
     return LoadedWeights(model, imagenet_labels(), "imagenet:IMAGENET1K_V1", digest, True)
 
 
-def _missing_imagenet_message(path: Path, why: str) -> str:
+def _missing_imagenet_message(path: Path, why: str, alternatives: str = EXPORT_ALTERNATIVES) -> str:
     return (f"ImageNet weights for ResNet-18 are not available: {why}. torchvision looks for "
             f"{path}; on a machine with internet run `python -c \"from torchvision.models import "
             f"resnet18; resnet18(weights='IMAGENET1K_V1')\"` and copy {IMAGENET.url.rsplit('/', 1)[-1]} "
-            f"to that path (or set TORCH_HOME), or pass --weights /path/to/resnet18.pth")
+            f"to that path (or set TORCH_HOME), {alternatives}")
 
 
 def load_state_dict_file(path: Path) -> dict:
@@ -150,13 +157,19 @@ def random_weights(labels: list[str] | None = None, seed: int = 0) -> LoadedWeig
     return LoadedWeights(model, labels, f"random:seed={seed}", None, False)
 
 
-def load_weights(spec: str, labels_path: str | Path | None = None, seed: int = 0) -> LoadedWeights:
-    """Resolve ``imagenet``, ``random`` or a file path into an eager ResNet-18 with its labels."""
-    labels = read_labels(labels_path) if labels_path else None
+def load_weights(spec: str, labels_path: str | Path | None = None, seed: int = 0, *,
+                 labels: list[str] | None = None, alternatives: str = EXPORT_ALTERNATIVES) -> LoadedWeights:
+    """Resolve ``imagenet``, ``random`` or a file path into an eager ResNet-18 with its labels.
+
+    ``labels`` (already read, e.g. from a classes CSV) or ``labels_path`` (one name per line)
+    name the outputs; ``alternatives`` ends the message when ImageNet weights are missing.
+    """
+    if labels is None:
+        labels = read_labels(labels_path) if labels_path else None
     if spec == "imagenet":
         if labels is not None and len(labels) != 1000:
             raise WeightsError(f"--weights imagenet has 1000 classes but the labels file has {len(labels)} names")
-        loaded = _load_imagenet()
+        loaded = _load_imagenet(alternatives)
         if labels is not None:
             loaded.labels = labels
         return loaded

@@ -10,8 +10,10 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from checkout_cam.config import Config
+from checkout_cam.errors import CheckoutCamError
 from checkout_cam.model import Classifier, open_classifier
 from checkout_cam.render import OverlayRenderer
 from checkout_cam.review import ReviewPolicy
@@ -31,7 +33,8 @@ class Parts:
 
 
 def build_parts(cfg: Config, stop: threading.Event, *, realtime: bool | None = None) -> Parts:
-    """Model first (the slowest, and the most likely to be missing), then the source."""
+    """A mistyped video path is reported at once; then the model (the slowest), then the source."""
+    check_source_uri(cfg.source.uri)
     clf = open_classifier(cfg.model.path, roi=cfg.preprocess.roi, threads=cfg.model.threads)
     s = cfg.source
     source = open_source(s.uri, realtime=s.realtime if realtime is None else realtime, stop=stop,
@@ -45,6 +48,17 @@ def build_parts(cfg: Config, stop: threading.Event, *, realtime: bool | None = N
                                stale_after_ms=cfg.render.stale_after_ms, font_scale=cfg.render.font_scale,
                                roi=cfg.preprocess.roi)
     return Parts(clf, source, policy, renderer, identity)
+
+
+def check_source_uri(uri: str) -> None:
+    """The cheap part of opening a source, before the seconds the model takes to load."""
+    if not uri.isdigit() and "://" not in uri:
+        path = Path(uri)
+        if not path.exists():
+            raise CheckoutCamError(f"video file not found: {path} (a camera is an index like 0, a stream "
+                                   f"an rtsp:// or http:// URL)")
+        if path.is_dir():
+            raise CheckoutCamError(f"{path} is a folder, not a video file")
 
 
 def stop_on_signals(stop: threading.Event) -> None:

@@ -7,6 +7,9 @@ and annotated PNG), b re-take the empty-scene background.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +39,47 @@ def save_snapshot(folder: str | Path, frame: Frame, annotated: np.ndarray) -> tu
     if not (cv2.imwrite(str(raw), frame.image) and cv2.imwrite(str(ann), annotated)):
         raise CheckoutCamError(f"could not write snapshot PNGs to {folder}")
     return raw, ann
+
+
+def display_problem(environ=None) -> str | None:
+    """Why no window can open here, or None. Checked before OpenCV's Qt is touched: without a
+    display Qt aborts the process (exit 134) before any error can be caught."""
+    if not sys.platform.startswith("linux"):
+        return None
+    env = os.environ if environ is None else environ
+    if env.get("WAYLAND_DISPLAY"):
+        return None
+    display = env.get("DISPLAY", "")
+    if not display:
+        return "no display: neither DISPLAY nor WAYLAND_DISPLAY is set"
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit():
+        return f"DISPLAY={display!r} is not a display name like :0"
+    if host in ("", "unix"):
+        sock = f"/tmp/.X11-unix/X{number}"
+        last = None
+        for address in ("\0" + sock, sock):  # Linux X servers also listen in the abstract namespace
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(1.0)
+                    s.connect(address)
+                return None
+            except OSError as exc:
+                last = exc
+        return f"no X server answers on DISPLAY={display} ({sock}: {last.strerror or last})"
+    try:
+        with socket.create_connection((host, 6000 + int(number)), timeout=1.0):
+            return None
+    except OSError as exc:  # ssh -X forwarding and remote X use TCP 6000+N
+        return f"the X server on DISPLAY={display} does not answer ({exc.strerror or exc})"
+
+
+def check_display() -> None:
+    problem = display_problem()
+    if problem:
+        raise CheckoutCamError(f"cannot open the live window: {problem}. Run it on the lane's screen, or on "
+                               f"a headless box use `checkout-cam serve` (or `replay` for a video file)")
 
 
 def _open_window(name: str) -> None:
@@ -71,6 +115,7 @@ class LiveReport:
 
 def run_live(cfg: Config, *, stop: threading.Event | None = None, max_seconds: float | None = None) -> LiveReport:
     stop = stop or threading.Event()
+    check_display()  # before the model load, and before Qt can abort the process
     stop_on_signals(stop)
     parts = build_parts(cfg, stop, realtime=True)  # a file stands in for a camera: paced, frames dropped
     pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg, sinks=[StderrEventSink()], stop=stop)

@@ -30,6 +30,7 @@ class ReplaySummary:
     errors: int
     seconds: float
     model_runs: int
+    lost_events: int = 0  # item events an event sink failed to take: the run must not exit 0
     video_seconds: float = 0.0
     decode: str = ""            # the decoder's account (VideoFile DecodeReport.describe())
     partial: bool = False       # fewer frames than the file holds, or the stream ended early
@@ -40,8 +41,9 @@ class ReplaySummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        lost = f", {self.lost_events} events NOT WRITTEN" if self.lost_events else ""
         return (f"replay: {self.frames} frames, {self.items} items ({self.flagged} flagged for review), "
-                f"{self.errors} frame errors, model ran on {self.model_runs}, {self.seconds:.1f} s, "
+                f"{self.errors} frame errors{lost}, model ran on {self.model_runs}, {self.seconds:.1f} s, "
                 f"{self.fps:.1f} frames/s; {self.video_seconds:.2f} s of video"
                 + (f", {self.outages} outage(s)" if self.outages else "")
                 + (f"; PARTIAL: {self.decode}" if self.partial else ""))
@@ -127,6 +129,6 @@ def run_replay(cfg: Config, *, out: str | Path | None = None, log: str | Path | 
     if partial:
         logger.warning("%s is damaged or incomplete: %s", source.name, report.describe())
     return ReplaySummary(frames, pipeline.items, pipeline.flagged, pipeline.worker.errors, time.monotonic() - t0,
-                         pipeline.worker.model_runs, video_seconds=video_seconds,
+                         pipeline.worker.model_runs, pipeline.sinks.lost_events, video_seconds=video_seconds,
                          decode=report.describe() if report is not None else "", partial=partial,
                          outages=getattr(pipeline, "outages", 0))

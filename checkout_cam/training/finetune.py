@@ -32,7 +32,7 @@ from torchvision.models import resnet18
 from tqdm import tqdm
 
 from checkout_cam.errors import CheckoutCamError
-from checkout_cam.model.artifact import ArtifactMeta, file_sha256, save_artifact
+from checkout_cam.model.artifact import ArtifactMeta, file_sha256, give_umask_mode, save_artifact
 from checkout_cam.model.classifier import set_threads
 from checkout_cam.model.weights import model_for_state_dict, load_state_dict_file, load_weights
 from checkout_cam.training.augment import AugmentConfig, TrainAugment, normalizer
@@ -113,7 +113,9 @@ def build_model(init: str, num_classes: int, seed: int) -> InitWeights:
         model = resnet18(num_classes=num_classes, zero_init_residual=True)
         return InitWeights(model, f"scratch:seed={seed}", None)
     if init == "imagenet":
-        loaded = load_weights("imagenet")
+        loaded = load_weights("imagenet", alternatives=(
+            "or train without them: --init scratch (every layer is trained; it needs many more epochs, "
+            "e.g. --epochs 45), or --init /path/to/resnet18.pth"))
         model, source, digest = loaded.model, loaded.source, loaded.sha256
     else:
         path = Path(init)
@@ -200,6 +202,7 @@ def _atomic_torch_save(obj: dict, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        give_umask_mode(tmp)  # mkstemp's 0600 otherwise, unlike every other file written
         os.replace(tmp, path)   # the previous checkpoint stays whole until this instant
     finally:
         if os.path.exists(tmp):

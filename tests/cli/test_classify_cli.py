@@ -51,3 +51,10 @@ def test_module_entry_point_and_help():
     assert out.returncode == 0
     for cmd in ("export-model", "classify", "validate-config"):
         assert cmd in out.stdout
+
+
+def test_an_empty_folder_is_an_error_before_the_model_loads(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    rc = main(["classify", "--model", str(tmp_path / "no-model.pt"), str(tmp_path / "photos")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no images found in" in err and "model" not in err.split("error:")[1][:40]

@@ -62,3 +62,27 @@ def test_int8_without_calibration_is_one_clear_error(tmp_path, capsys):
                  "--calibration", str(tmp_path / "none")]) == 2
     assert "calibration source not found" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_export_writes_the_default_model_path_with_classes_from_a_csv(tmp_path, monkeypatch, capsys, grocery):
+    monkeypatch.chdir(tmp_path)  # no config.yaml here: the built-in model.path, models/model.pt
+    assert main(["export-model", "--weights", "random", "--classes", str(grocery / "classes.csv")]) == 0
+    meta = read_meta(tmp_path / "models" / "model.pt")
+    assert meta.name == "demo-untrained" and not meta.trained
+    assert meta.labels[:2] == ["Golden-Delicious", "Granny-Smith"] and len(meta.labels) == 81
+
+
+def test_offline_imagenet_error_points_to_the_demo_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert main(["export-model", "--weights", "imagenet", "--out", str(tmp_path / "m.pt")]) == 2
+    assert "--weights random" in capsys.readouterr().err
+
+
+def test_finetune_offline_error_names_init_scratch(tmp_path, monkeypatch):
+    import pytest
+    from checkout_cam.errors import WeightsError
+    from checkout_cam.training.finetune import build_model
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsError) as exc:
+        build_model("imagenet", 3, seed=0)
+    assert "--init scratch" in str(exc.value) and "--weights" not in str(exc.value)

@@ -78,3 +78,47 @@ def test_bad_model_files_are_one_clear_error(tmp_path, random_artifact, random_w
             dst.writestr(item, data)
     with pytest.raises(ModelFileError, match="metadata format 'something-else/9'"):
         load_artifact(foreign)
+
+
+def test_damaged_weights_are_an_error_naming_the_file(random_artifact, tmp_path):
+    damaged = tmp_path / "damaged.pt"
+    data = bytearray(random_artifact.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + (1 << 20)] = b"\x55" * (1 << 20)  # 1 MiB of the weights overwritten
+    damaged.write_bytes(bytes(data))
+    assert read_meta(damaged).labels  # the metadata is intact: only a CRC check sees the damage
+    with pytest.raises(ModelFileError, match=r"damaged\.pt is damaged: its part .* fails its CRC check"):
+        open_classifier(damaged)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_artifacts_get_the_umask_mode(random_weights, tmp_path, umask, mode):
+    import os
+    meta = ArtifactMeta(name="m", arch="resnet18", labels=random_weights.labels,
+                        weights_source=random_weights.source, weights_sha256=None, trained=False)
+    old = os.umask(umask)
+    try:
+        out = save_artifact(random_weights.model, meta, tmp_path / "m.pt")
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == mode
+
+
+def test_a_model_this_user_cannot_read_says_permission_denied(random_artifact, tmp_path, monkeypatch):
+    import builtins
+    import os
+    from checkout_cam.model import artifact
+    locked = tmp_path / "locked.pt"
+    locked.write_bytes(random_artifact.read_bytes())
+    locked.chmod(0o000)
+    if os.geteuid() == 0:  # root reads every file: make open() answer as it does for the service user
+        real_open = builtins.open
+
+        def denying_open(file, *args, **kwargs):
+            if str(file) == str(locked):
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+        monkeypatch.setattr(artifact, "open", denying_open, raising=False)
+    with pytest.raises(ModelFileError, match=r"locked\.pt: permission denied: this user .* cannot read") as exc:
+        read_meta(locked)
+    assert "corrupt" not in str(exc.value)

@@ -77,3 +77,22 @@ def test_finetune_refuses_int8_onnx_before_training(grocery, tmp_path, capsys):
     assert rc != 0
     assert "int8 models are TorchScript artifacts" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_damaged_onnx_weights_are_an_error_naming_the_file(random_onnx, tmp_path):
+    from checkout_cam.model.onnx_backend import verify_checksum
+    assert verify_checksum(random_onnx) is True
+    data = bytearray(random_onnx.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + (1 << 20)] = b"\x55" * (1 << 20)  # 1 MiB of the weights overwritten
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"damaged\.onnx is damaged"):
+        open_classifier(damaged)
+
+
+def test_onnx_files_get_the_umask_mode(random_onnx):
+    import os
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert random_onnx.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -46,7 +46,7 @@ def test_live_window_under_xvfb(display, random_artifact, videos, tmp_path):
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"live:\n  snapshot_dir: {tmp_path / 'snaps'}\n")
     proc = subprocess.Popen([sys.executable, "-m", "checkout_cam", "live", "--config", str(cfg), "--model",
-                             str(random_artifact), "--source", str(videos / "box.mp4"), "--realtime",
+                             str(random_artifact), "--source", str(videos / "box.mp4"),
                              "--seconds", "120"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -77,3 +77,20 @@ def test_live_window_under_xvfb(display, random_artifact, videos, tmp_path):
     assert amber.sum() > 2000, "no REVIEW state drawn"
     assert red.sum() > 1000, "no UNTRAINED badge drawn"
     assert screen[600:, 700:].std() < 1, "something drawn outside the window"
+
+
+@pytest.mark.parametrize("env_display", [None, ":97"], ids=["unset", "no-server"])
+def test_live_without_a_display_says_so_instead_of_aborting(env_display, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    if env_display:
+        env["DISPLAY"] = env_display
+    proc = subprocess.run([sys.executable, "-m", "checkout_cam", "live", "--model", str(tmp_path / "none.pt"),
+                           "--source", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr  # not Qt's abort (134)
+    assert "cannot open the live window" in proc.stderr and "checkout-cam serve" in proc.stderr
+
+
+def test_display_check_accepts_a_running_x_server(display):
+    from checkout_cam.modes.live import display_problem
+    assert display_problem({"DISPLAY": display}) is None
+    assert display_problem({"WAYLAND_DISPLAY": "wayland-0"}) is None

@@ -176,6 +176,7 @@ def test_serve_survives_a_dropped_camera(tmp_path, random_artifact, videos):
         proc, err = _serve(tmp_path, random_artifact, server.url, notify, watchdog_sec=4)
         try:
             assert notify.wait_for("READY=1", timeout=60), err.text
+            assert err.wait_for("first frame read", timeout=30), err.text  # READY=1 no longer waits for it
             server.stop()
             assert err.wait_for("camera offline", timeout=15), err.text
             notify.drain(2)
@@ -217,3 +218,69 @@ def test_outage_lines_go_to_mqtt_as_they_go_to_the_log(tmp_path):
     assert isinstance(record, OutageRecord) and record.end is None and record.last_frame == 41
     line = json.loads((tmp_path / "e.jsonl").read_text())
     assert record_from_dict(line).to_dict() == record.to_dict()   # the same line on both
+
+
+def test_serve_is_ready_without_its_camera_and_says_so(tmp_path, random_artifact):
+    """An unplugged camera at start: READY=1 once the model is loaded, camera state in STATUS=, the
+    watchdog pinged: systemd must not restart-loop a lane (reloading the model each time)."""
+    with NotifySocket(tmp_path) as notify:
+        proc, err = _serve(tmp_path, random_artifact, "http://127.0.0.1:9/nothing.mjpg", notify, watchdog_sec=2)
+        try:
+            assert notify.wait_for("READY=1", timeout=60), err.text
+            notify.drain(4)
+            assert proc.poll() is None, err.text
+            assert notify.count("WATCHDOG=1") >= 2
+            statuses = [m for m in notify.messages if "STATUS=" in m]
+            assert any("OFFLINE" in m for m in statuses), statuses
+            took = _stop(proc, notify)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0 and took < 10.0, err.text
+
+
+def test_sighup_reopens_the_event_log_and_keeps_serving(tmp_path, random_artifact, videos):
+    with NotifySocket(tmp_path) as notify:
+        proc, err = _serve(tmp_path, random_artifact, videos / "box.mp4", notify)
+        try:
+            assert notify.wait_for("READY=1", timeout=60), err.text
+            assert err.wait_for("first result", timeout=30), err.text
+            log = tmp_path / "events.jsonl"
+            rotated = tmp_path / "events.jsonl.1"
+            assert log.exists()
+            log.rename(rotated)  # what logrotate does, then:
+            proc.send_signal(signal.SIGHUP)
+            assert err.wait_for("reopened (SIGHUP)", timeout=10), err.text
+            assert proc.poll() is None, "SIGHUP killed serve"
+            notify.drain(5)  # long enough for an item to open in box.mp4
+            took = _stop(proc, notify)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0 and took < 10.0, err.text
+        assert notify.wait_for("STOPPING=1", timeout=2)
+    assert rotated.exists()
+    # The item open at SIGTERM went to the new file at the configured path, not the rotated one.
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert events and events[-1]["type"] == "item"
+
+
+def test_a_run_that_lost_events_does_not_exit_0(tmp_path, random_artifact, videos):
+    """Disk full: every event-log write fails. The stats line counts the errors and the exit is 1."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("serve:\n  stats_interval_s: 1\n")
+    proc = subprocess.Popen([sys.executable, "-m", "checkout_cam", "serve", "--config", str(cfg), "--model",
+                             str(random_artifact), "--source", str(videos / "box.mp4"), "--log", "/dev/full"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = Stderr(proc)
+    try:
+        assert err.wait_for("first result", timeout=60), err.text
+        time.sleep(5)  # an item opens; it is closed (and fails to be written) at SIGTERM
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err.text
+    stopped = next(ln for ln in err.lines if "stopped (" in ln)
+    assert "errors 1 (inference 0, sinks 1; 1 events lost)" in stopped and "items 1" in stopped
+    assert "not written by every event sink" in err.text

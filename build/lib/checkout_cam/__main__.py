@@ -1,0 +1,3 @@
+from checkout_cam.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""`checkout-cam serve`: the headless service for systemd."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from checkout_cam.cli.common import RUN_OVERRIDES, add_run_options, load_cfg
+
+NAME = "serve"
+HELP = "run headless: log item events (JSON lines) for the store; systemd-ready"
+DESCRIPTION = """\
+Run without a window, as a systemd service (systemd/checkout-cam.service).
+Each item becomes one JSON line in the event log (rotated by size, flushed per
+line) and a line on stderr (journald); a stats line follows every
+serve.stats_interval_s seconds. A dropped camera is retried with backoff and
+never ends the service. SIGTERM or Ctrl-C closes the open item, flushes and
+exits 0. With NOTIFY_SOCKET set it speaks the systemd notify protocol
+(READY, WATCHDOG, STOPPING).
+
+examples:
+  checkout-cam serve --config /etc/checkout-cam/config.yaml
+  checkout-cam serve --source ../shared/data/videos/box.mp4 --log logs/events.jsonl   # a file paced like a camera
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_options(p, log=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from checkout_cam.modes.serve import run_serve  # loaded only for this command
+
+    cfg = load_cfg(args, RUN_OVERRIDES)
+    if args.verbose == 0:
+        logging.getLogger("checkout_cam").setLevel(logging.INFO)  # a service logs its events and stats
+    return run_serve(cfg)

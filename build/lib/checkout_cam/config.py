@@ -1,0 +1,383 @@
+"""The one declaration of every setting: type, default, range and description.
+
+``config.yaml`` at the repository top is generated from this module
+(``checkout-cam validate-config --print-defaults``) and a test keeps the two
+equal, so a setting is added here and nowhere else.
+
+Loading rejects unknown keys and names every bad setting by its key path
+(``review.min_confidence: must be <= 1.0, got 1.5``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from checkout_cam.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("config.yaml")
+
+
+def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+            choices: tuple | None = None, length: int | None = None):
+    """A config field: its default, a one-line description, and its allowed range."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "length": length}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = setting("models/model.pt",
+                        "Model artifact every command uses (export-model and finetune write it, the others "
+                        "load it; --model overrides): .pt (TorchScript), or .onnx with the onnx extra.")
+    top_k: int = setting(3, "How many labels each result keeps and shows.", min=1, max=20)
+    threads: int = setting(0, "Torch intra-op threads for inference; 0 = choose from the CPU count.",
+                           min=0, max=256)
+    batch_size: int = setting(8, "Images per model call in classify/evaluate.", min=1, max=512)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    roi: list[float] | None = setting(
+        None,
+        "Scanning area cropped before classification, as [x, y, width, height] in fractions "
+        "of the frame (0..1); null = the whole frame.",
+        min=0.0, max=1.0, length=4)
+    max_image_pixels: int = setting(
+        50_000_000, "Images larger than this many pixels are refused before decoding "
+        "(decompression-bomb guard).", min=1)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    uri: str = setting("0", "Camera index (0, 1, ...), video file path, or rtsp:// / http:// URL.")
+    realtime: bool = setting(False, "Pace a video file at its own fps and drop frames like a live "
+                             "camera would (a file standing in for a camera).")
+    loop: bool = setting(False, "Restart a video file when it ends (a demo camera that never stops).")
+    reconnect_initial_s: float = setting(1.0, "First wait before reopening a failed camera/stream.",
+                                         min=0.01, max=600)
+    reconnect_max_s: float = setting(30.0, "Longest wait between reconnect attempts (backoff doubles).",
+                                     min=0.01, max=3600)
+    stall_timeout_s: float = setting(5.0, "A live source that yields no frame for this long is "
+                                     "treated as offline and reopened.", min=0.1, max=600)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    motion_gating: bool = setting(True, "Live/serve: reuse the last result while the scanning area "
+                                  "has not changed, instead of running the model again.")
+    motion_threshold: float = setting(2.0, "Mean absolute change (0-255 levels) of the downscaled "
+                                      "scanning area that counts as motion.", min=0.0, max=255.0)
+    motion_max_reuse_s: float = setting(1.0, "Run the model at least this often even in a still scene, "
+                                        "so a change below the threshold cannot hide an item for long.",
+                                        min=0.0, max=60.0)
+    replay_batch_size: int = setting(8, "Replay: frames already decoded are classified together, up to "
+                                     "this many per model call (live always uses 1 for latency).",
+                                     min=1, max=64)
+    queue_timeout_s: float = setting(0.1, "How often blocked threads wake to check for shutdown.",
+                                     min=0.001, max=10)
+    shutdown_timeout_s: float = setting(3.0, "How long shutdown waits for each thread before "
+                                        "logging that it did not stop.", min=0.1, max=60)
+
+
+@dataclass(frozen=True)
+class ReviewConfig:
+    min_confidence: float = setting(0.6, "Flag for cashier review when the smoothed top-1 "
+                                    "probability is below this.", min=0.0, max=1.0)
+    min_margin: float = setting(0.15, "Flag when top-1 minus top-2 (smoothed) is below this.",
+                                min=0.0, max=1.0)
+    smoothing_window: int = setting(5, "Results averaged to smooth probabilities (1 = no smoothing).",
+                                    min=1, max=100)
+    stable_results: int = setting(5, "Consecutive results the smoothed top-1 label must hold "
+                                  "before an item event opens (at least 2: a label seen in one "
+                                  "frame is never an item).", min=2, max=1000)
+    empty_threshold: float = setting(12.0, "Mean absolute difference (0-255 levels) between the "
+                                     "scanning area and the background below which the scene "
+                                     "counts as empty.", min=0.0, max=255.0)
+    empty_results: int = setting(3, "Consecutive empty results that close an open item event.",
+                                 min=1, max=1000)
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    stale_after_ms: float = setting(500.0, "A result older than this (capture to display) is not "
+                                    "shown, so a label never outlives its item.", min=1, max=60000)
+    window_name: str = setting("checkout-cam", "Title of the live window.")
+    font_scale: float = setting(0.6, "Overlay text size.", min=0.1, max=5.0)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    lane_id: str = setting("lane1", "This lane's id: in every event line, event id and (with MQTT) topic. "
+                           "Letters, digits, '_', '.', '-'; unique in the store.")
+    log_path: str = setting("logs/events.jsonl", "JSON-lines event log (one item event per line).")
+    log_max_bytes: int = setting(10_000_000, "Rotate the event log when it would grow past this.",
+                                 min=1000)
+    log_backups: int = setting(5, "Rotated event logs kept (events.jsonl.1 ... .N).", min=0, max=1000)
+    stats_interval_s: float = setting(60.0, "Seconds between stats lines on stderr.", min=1, max=86400)
+    sink_unhealthy_after_s: float = setting(
+        30.0, "A sink (the event log, MQTT) failing for this long makes the service unhealthy: the "
+        "systemd watchdog is no longer pinged (systemd restarts it) and /readyz says why.",
+        min=0.0, max=86400)
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    snapshot_dir: str = setting("snapshots", "Where the `s` key saves raw and annotated PNGs.")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The model artifact and how it runs."})
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig, metadata={"help": "What part of each frame/image the model sees."})
+    source: SourceConfig = field(default_factory=SourceConfig, metadata={"help": "Where frames come from."})
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig, metadata={"help": "Threads and queues between capture and inference."})
+    review: ReviewConfig = field(default_factory=ReviewConfig, metadata={"help": "When an item is decided, and when a cashier must look."})
+    render: RenderConfig = field(default_factory=RenderConfig, metadata={"help": "The overlay drawn on frames."})
+    serve: ServeConfig = field(default_factory=ServeConfig, metadata={"help": "The headless service's event log and stats."})
+    live: LiveConfig = field(default_factory=LiveConfig, metadata={"help": "The live camera window."})
+
+
+# ---------------------------------------------------------------- validation
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _check_value(path: str, value: Any, tp: Any, meta: dict, errors: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_value(path, value, args[0], meta, errors)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            errors.append(f"{path}: must be a list, got {value!r}")
+            return value
+        if meta.get("length") is not None and len(value) != meta["length"]:
+            errors.append(f"{path}: must have {meta['length']} items, got {len(value)}")
+            return value
+        return [_check_value(f"{path}[{i}]", v, item_tp, meta, errors) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            errors.append(f"{path}: must be true or false, got {value!r}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # `uri: 0` in YAML means camera 0
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        errors.append(f"{path}: must be {_type_name(tp)}, got {value!r}")
+        return value
+    if tp is float and not math.isfinite(value):
+        # NaN passes every `<` and `>` range check (all comparisons are False), so it is refused
+        # here for every float setting, before the range checks can be fooled by it.
+        errors.append(f"{path}: must be a finite number, got {value!r}")
+        return value
+    if meta.get("min") is not None and value < meta["min"]:
+        errors.append(f"{path}: must be >= {meta['min']}, got {value!r}")
+    if meta.get("max") is not None and value > meta["max"]:
+        errors.append(f"{path}: must be <= {meta['max']}, got {value!r}")
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        errors.append(f"{path}: must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        errors.append(f"{prefix or 'config'}: must be a mapping of settings, got {data!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            errors.append(f"{where}: unknown setting (known here: {', '.join(known)})")
+    values = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        path = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if is_dataclass(tp):
+            values[name] = _build(tp, data[name], path, errors)
+        else:
+            values[name] = _check_value(path, data[name], tp, dict(f.metadata), errors)
+    return cls(**values)
+
+
+def _cross_checks(cfg: Config, errors: list[str]) -> None:
+    from checkout_cam.schema import LANE_ID_RE
+    if not LANE_ID_RE.match(cfg.serve.lane_id):
+        errors.append(f"serve.lane_id: must be 1-64 letters, digits, '_', '.', '-' starting with a letter "
+                      f"or digit, got {cfg.serve.lane_id!r}")
+    roi = cfg.preprocess.roi
+    if roi is not None and all(isinstance(v, float) for v in roi):
+        x, y, w, h = roi
+        if w <= 0 or h <= 0:
+            errors.append("preprocess.roi: width and height must be > 0")
+        if x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
+            errors.append(f"preprocess.roi: x+width and y+height must be <= 1, got {roi}")
+    if cfg.source.reconnect_max_s < cfg.source.reconnect_initial_s:
+        errors.append("source.reconnect_max_s: must be >= source.reconnect_initial_s")
+
+
+def config_from_dict(data: Any, source: str = "config") -> Config:
+    """Validate a parsed mapping; raise ConfigError listing every problem by key path."""
+    errors: list[str] = []
+    cfg = _build(Config, data, "", errors)
+    if not errors:
+        _cross_checks(cfg, errors)
+    if errors:
+        raise ConfigError(errors, source)
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load a YAML config file. ``None`` means ./config.yaml if present, else the defaults."""
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.exists():
+            logger.debug("no %s here; using built-in defaults", DEFAULT_CONFIG_PATH)
+            return Config()
+        path = DEFAULT_CONFIG_PATH
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"file not found; make one with `checkout-cam validate-config "
+                           f"--print-defaults > {path}`"], str(path)) from None
+    except PermissionError:
+        raise ConfigError([f"permission denied: the user running checkout-cam cannot read it "
+                           f"(check its owner and mode)"], str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(["is a directory, not a config file"], str(path)) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read: {exc.strerror or exc}"], str(path)) from None
+    except UnicodeDecodeError as exc:
+        line = text_line_of(path, exc.start)
+        raise ConfigError([f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at line {line}); "
+                           f"save it as UTF-8"], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"], str(path)) from None
+    return config_from_dict(data, str(path))
+
+
+def text_line_of(path: Path, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in a file (for a decoding error)."""
+    try:
+        return path.read_bytes()[:offset].count(b"\n") + 1
+    except OSError:
+        return 0
+
+
+def path_problems(cfg: Config, *, base: Path | None = None) -> list[str]:
+    """Files and folders the settings name that a run needs, checked on this machine.
+
+    ``load_config`` does not check them (``export-model`` writes the model that
+    ``model.path`` names); ``validate-config`` and ``doctor`` do. Relative paths
+    resolve against ``base`` (the current directory: under systemd the unit's
+    WorkingDirectory).
+    """
+    base = Path.cwd() if base is None else base
+    problems: list[str] = []
+
+    def where(p: str) -> Path:
+        return base / p if not Path(p).is_absolute() else Path(p)
+
+    model = where(cfg.model.path)
+    if not model.exists():
+        problems.append(f"model.path: {model} does not exist; make it with `checkout-cam export-model "
+                        f"--weights imagenet` (or --weights random for an untrained demo)")
+    elif not model.is_file():
+        problems.append(f"model.path: {model} is not a file")
+    elif not os.access(model, os.R_OK):
+        problems.append(f"model.path: {model} is not readable by this user (check its owner and mode)")
+    uri = cfg.source.uri
+    if not uri.isdigit() and "://" not in uri:
+        video = where(uri)
+        if not video.is_file():
+            problems.append(f"source.uri: video file {video} does not exist (a camera is an index "
+                            f"like 0, a stream an rtsp:// or http:// URL)")
+    for key, value in (("serve.log_path", cfg.serve.log_path), ("live.snapshot_dir", cfg.live.snapshot_dir)):
+        target = where(value)
+        folder = target.parent if key == "serve.log_path" else target
+        problem = writable_folder_problem(folder)
+        if problem:
+            problems.append(f"{key}: {problem}")
+        if key == "serve.log_path" and target.is_dir():
+            problems.append(f"{key}: {target} is a directory; give a file name such as events.jsonl")
+    return problems
+
+
+def writable_folder_problem(folder: Path) -> str | None:
+    """Why files cannot be created in ``folder`` (or the folders that would be made for it); None if they can."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            return f"{folder}: no existing folder above it"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, so {folder} cannot be a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable by this user" + ("" if probe == folder else f" (needed to create {folder})")
+    return None
+
+
+def override(cfg: Config, dotted: str, value: Any) -> Config:
+    """Return a copy with one setting replaced (CLI flags win over the file), validated."""
+    section, name = dotted.split(".")
+    data = to_dict(cfg)
+    data[section][name] = value
+    return config_from_dict(data, "command line")
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------- config.yaml
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def render_defaults_yaml() -> str:
+    """config.yaml as shipped: every setting at its default, each with its description."""
+    lines = ["# checkout_cam configuration. Every setting, at its default, with what it does.",
+             "# Check a file with: checkout-cam validate-config FILE",
+             "# Generated by: checkout-cam validate-config --print-defaults", ""]
+    defaults = Config()
+    for sec in fields(Config):
+        lines.append(f"# {sec.metadata['help']}")
+        lines.append(f"{sec.name}:")
+        section = getattr(defaults, sec.name)
+        for f in fields(section):
+            meta = f.metadata
+            rng = ""
+            if meta.get("min") is not None or meta.get("max") is not None:
+                rng = f" [{'' if meta['min'] is None else meta['min']}..{'' if meta['max'] is None else meta['max']}]"
+            lines.append(f"  # {meta['help']}{rng}")
+            lines.append(f"  {f.name}: {_yaml_scalar(getattr(section, f.name))}")
+        lines.append("")
+    return "\n".join(lines)

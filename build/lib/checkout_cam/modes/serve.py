@@ -1,0 +1,111 @@
+"""Serve: the headless service. Item events to a rotated JSON-lines log and to stderr (journald).
+
+Speaks the systemd notify protocol when NOTIFY_SOCKET is set: READY=1 once the
+model is loaded and the pipeline started, whether or not the camera is there
+yet (an unplugged camera is a state shown in STATUS=, not a failed start:
+systemd would otherwise restart-loop the service, reloading the model each
+time); WATCHDOG=1 while ``Pipeline.health().alive`` (a stalled thread, or a
+sink failing for longer than ``serve.sink_unhealthy_after_s``, stops the pings
+and systemd restarts it); STATUS= with the camera's state, the health reasons
+and the stats; STOPPING=1 on the way out. SIGHUP reopens the event log (the
+logrotate convention). A run in which an item event could not be written
+exits 1, never 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from checkout_cam.config import Config
+from checkout_cam.modes import build_parts, stop_on_signals
+from checkout_cam.notify import SystemdNotifier
+from checkout_cam.pipeline import Pipeline
+from checkout_cam.sinks import EventLogSink, StderrEventSink
+
+logger = logging.getLogger(__name__)
+
+
+def status_text(pipeline: Pipeline, health=None) -> str:
+    """The STATUS= line: camera state first (what `systemctl status` readers look for), then why, then stats."""
+    health = health or pipeline.health()
+    camera = "camera online" if health.camera_online else f"camera {pipeline.source.name} OFFLINE (retrying)"
+    problems = [r for r in health.reasons if "offline" not in r]
+    return "; ".join([camera, *problems, pipeline.stats_line()])
+
+
+def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: SystemdNotifier | None = None,
+              parts=None) -> int:
+    t_start = time.monotonic()
+    stop = stop or threading.Event()
+    reopen = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        stop_on_signals(stop)
+        # logrotate's convention: after moving the log away it sends SIGHUP; the default action kills.
+        signal.signal(signal.SIGHUP, lambda signum, frame: reopen.set())
+    notifier = notifier or SystemdNotifier()
+    # A source that is a file is paced like a camera: serve is for live input.
+    parts = parts or build_parts(cfg, stop, realtime=True)
+    offset = time.time() - time.monotonic()  # monotonic capture times -> wall clock for the log
+    log = EventLogSink(cfg.serve.log_path, max_bytes=cfg.serve.log_max_bytes, backups=cfg.serve.log_backups,
+                       source=parts.source.name, model=parts.classifier.info(),
+                       policy=parts.policy.policy_dict(), wall_clock_offset=offset,
+                       identity=parts.identity)
+    pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg, sinks=[log, StderrEventSink()],
+                        stop=stop)
+    untrained = "" if parts.classifier.trained else " UNTRAINED model:"
+    logger.info("serving%s %s on %s, events to %s", untrained, parts.classifier.name, parts.source.name,
+                cfg.serve.log_path)
+    # Unhealthy after this long without a loop iteration; the watchdog then lapses.
+    max_silence = (notifier.watchdog_interval or 30.0) / 2 + cfg.source.stall_timeout_s
+    with log:
+        pipeline.start()
+        final_stats = ""
+        try:
+            # The model is loaded and the threads run: ready, camera or not (STATUS= says which).
+            notifier.ready(f"model {parts.classifier.name} loaded; waiting for camera {parts.source.name}")
+            logger.info("model loaded; ready (camera %s: %s)", parts.source.name,
+                        "waiting for the first frame" if not pipeline.first_frame.is_set() else "online")
+            next_stats = time.monotonic() + cfg.serve.stats_interval_s
+            first_frame_logged = first_result_logged = False
+            last_online: bool | None = None
+            while not stop.wait(0.1 if not first_result_logged else 0.5):
+                if reopen.is_set():
+                    reopen.clear()
+                    log.reopen("SIGHUP")
+                if not first_frame_logged and pipeline.first_frame.is_set():
+                    first_frame_logged = True
+                    logger.info("first frame read %.2f s after start", time.monotonic() - t_start)
+                if not first_result_logged and pipeline.first_result.is_set():
+                    first_result_logged = True
+                    logger.info("first result %.2f s after start", time.monotonic() - t_start)
+                if pipeline.finished:  # only a file source ends by itself
+                    logger.info("source %s ended", parts.source.name)
+                    break
+                health = pipeline.health(max_silence)
+                if health.alive:
+                    notifier.watchdog()
+                if health.camera_online != last_online:  # tell systemd at once, not at the next stats line
+                    last_online = health.camera_online
+                    notifier.status(status_text(pipeline, health))
+                if time.monotonic() >= next_stats:
+                    next_stats += cfg.serve.stats_interval_s
+                    line = pipeline.stats_line()
+                    logger.info("stats: %s", line)
+                    if not health.ok:
+                        logger.warning("unhealthy: %s", "; ".join(health.reasons))
+                    notifier.status(status_text(pipeline, health))
+        finally:
+            notifier.stopping("closing the open item and flushing the event log")
+            online = parts.source.online  # before shutdown closes the camera
+            clean = pipeline.shutdown()
+            final_stats = pipeline.stats_line(camera_online=online)  # after: counts the item closed at shutdown
+            logger.info("stopped (%s): %s", "clean" if clean else "some threads did not stop", final_stats)
+    lost = pipeline.sinks.lost_events
+    if lost:
+        logger.error("%d item event(s) were not written by every event sink (see the errors above); "
+                     "exiting with status 1", lost)
+        return 1
+    return 0
