@@ -194,6 +194,40 @@ class LiveConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    listen: str | None = setting(None, "HOST:PORT of the web page and HTTP API. `checkout-cam web` and "
+                                 "`serve --http` use 127.0.0.1:8080 when null; plain `serve` starts no "
+                                 "web service unless this is set.")
+    token: str | None = setting(None, "Bearer token every route but /healthz then needs (at least 16 "
+                                "characters; the CHECKOUT_CAM_HTTP_TOKEN environment variable wins). "
+                                "Required to listen on an address other than loopback.")
+    allow_anonymous: bool = setting(False, "Listen on a non-loopback address without a token (only on a "
+                                    "network you trust).")
+    max_upload_bytes: int = setting(10 * 1024 * 1024, "Largest request body accepted; a bigger one is "
+                                    "answered 413 before it is read.", min=1024)
+    max_images: int = setting(16, "Most images one /predict request may carry.", min=1, max=256)
+    max_batch: int = setting(8, "Most images per model call when requests wait together (a lone "
+                             "request is never held back).", min=1, max=256)
+    max_batch_beside_lane: int = setting(1, "While a lane is active, HTTP batches are cut to this many "
+                                         "images, so a lane frame never waits behind a long call.",
+                                         min=1, max=256)
+    max_share_beside_lane: float = setting(0.5, "While a lane is active, HTTP calls take at most this share "
+                                           "of the model's time; the rest stays free for the lane's frames "
+                                           "and its capture thread (1 = no limit).", min=0.05, max=1.0)
+    max_queue: int = setting(64, "HTTP images that may wait for the model; more are answered 503 with "
+                             "Retry-After.", min=1, max=100000)
+    request_timeout_s: float = setting(30.0, "A request still waiting for the model after this long is "
+                                       "answered 503.", min=0.1, max=3600)
+    stream_fps: float = setting(15.0, "Most frames per second the live MJPEG view is encoded at.",
+                                min=0.5, max=60)
+    max_viewers: int = setting(4, "Live MJPEG viewers at once; one more is answered 503.", min=0, max=1000)
+    jpeg_quality: int = setting(80, "JPEG quality of the live view and /latest.jpg.", min=10, max=100)
+    recent_events: int = setting(100, "Item events /api/events keeps in memory.", min=1, max=100000)
+    cors_origins: list[str] = setting([], "Origins allowed to call the API from a browser page of their "
+                                      "own (CORS); empty = none.")
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The model artifact and how it runs."})
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig, metadata={"help": "What part of each frame/image the model sees."})
@@ -204,6 +238,7 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig, metadata={"help": "The headless service's event log and stats."})
     live: LiveConfig = field(default_factory=LiveConfig, metadata={"help": "The live camera window."})
     mqtt: MqttConfig = field(default_factory=MqttConfig, metadata={"help": "Publishing to the store's MQTT broker through a durable outbox (serve)."})
+    http: HttpConfig = field(default_factory=HttpConfig, metadata={"help": "The web page and HTTP API (`web`, `serve --http`)."})
 
 
 # ---------------------------------------------------------------- validation
@@ -290,6 +325,16 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
             errors.append("preprocess.roi: width and height must be > 0")
         if x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
             errors.append(f"preprocess.roi: x+width and y+height must be <= 1, got {roi}")
+    h = cfg.http
+    if h.listen is not None:
+        from checkout_cam.web.address import parse_listen
+        try:
+            parse_listen(h.listen)
+        except ValueError as exc:
+            errors.append(f"http.listen: {exc}")
+    if h.token is not None and len(h.token) < 16:
+        errors.append("http.token: must be at least 16 characters (make one with "
+                      "`python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`)")
     if cfg.source.reconnect_max_s < cfg.source.reconnect_initial_s:
         errors.append("source.reconnect_max_s: must be >= source.reconnect_initial_s")
     m = cfg.mqtt

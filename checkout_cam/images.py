@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -12,6 +13,44 @@ from PIL import Image
 from checkout_cam.errors import ImageReadError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class NotAnImage(ImageReadError):
+    """The bytes are no image format we read."""
+
+
+class ImageTooLarge(ImageReadError):
+    """The header promises more pixels than allowed (a decompression bomb, or just absurd)."""
+
+
+class CorruptImage(ImageReadError):
+    """The header reads, the pixel data does not decode."""
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = 50_000_000) -> np.ndarray:
+    """Decode image bytes (an upload) to BGR uint8 (H, W, 3), in memory, refusing bombs before decoding.
+
+    Raises NotAnImage, ImageTooLarge or CorruptImage, each naming ``name``.
+    """
+    if not data:
+        raise NotAnImage(f"{name}: empty, no image data")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                fmt = im.format or "?"
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"{name}: refused, image dimensions are absurd (decompression bomb)") from None
+    except (OSError, SyntaxError, ValueError):
+        raise NotAnImage(f"{name}: not an image (or an unsupported format); send a JPEG or PNG photo") from None
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"{name}: refused, {width}x{height} is more than the {max_pixels:,} pixel limit "
+                            f"(preprocess.max_image_pixels)")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise CorruptImage(f"{name}: corrupt {fmt} image (header reads as {width}x{height}, decoding failed)")
+    return image
 
 
 def read_image(path: str | Path, max_pixels: int = 50_000_000) -> np.ndarray:

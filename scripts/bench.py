@@ -51,6 +51,7 @@ from checkout_cam.model.quantize import save_int8_artifact  # noqa: E402
 from checkout_cam.model.weights import random_weights  # noqa: E402
 from checkout_cam.preprocess import Preprocessor  # noqa: E402
 
+import bench_http  # noqa: E402
 import bench_peers as peers  # noqa: E402
 
 logger = logging.getLogger("bench")
@@ -67,6 +68,7 @@ FIGURE_KEYS = [
     "replay_int8_ceiling_vs_naive", "live_display_fps", "live_latency_p95_ms",
     "live_model_latency_p95_ms",
     "static_scene_model_share", "peak_rss_mb", "first_result_s",
+    *bench_http.FIGURE_KEYS,
 ]
 
 DEFINITIONS = {
@@ -96,6 +98,7 @@ DEFINITIONS = {
     "static_scene_model_share": "share of frames of a still scene at 30 fps that reached the model (gating on)",
     "peak_rss_mb": "peak resident memory (VmHWM) of a `serve` process, MB",
     "first_result_s": "seconds from launching `serve` to its first result (imports, model, frame, inference)",
+    **bench_http.DEFINITIONS,
 }
 
 # ---------------------------------------------------------------- statistics and timing
@@ -935,6 +938,12 @@ def bench_serve(bench: "Bench") -> SectionResult:
     return res
 
 
+def bench_http_section(bench: "Bench") -> SectionResult:
+    """/predict under 1/4/16 clients vs the source material's Flask loop; the lane under HTTP load
+    (scripts/bench_http.py)."""
+    return bench_http.run(bench, sys.modules[__name__])
+
+
 def bench_mqtt_outbox(bench: "Bench") -> SectionResult:
     """What the MQTT sink adds to closing an item event: the `end` envelope's JSON and its SQLite commit
     (scripts/mqtt_load.py measures the same with 50 lanes and a live broker)."""
@@ -977,6 +986,7 @@ SECTIONS: list[tuple[str, Callable[[Bench], SectionResult]]] = [
     ("replay", bench_replay),
     ("live", bench_live),
     ("serve", bench_serve),
+    ("http", bench_http_section),
     ("mqtt_outbox", bench_mqtt_outbox),
 ]
 

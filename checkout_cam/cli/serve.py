@@ -21,11 +21,19 @@ exits 0. With NOTIFY_SOCKET set it speaks the systemd notify protocol
 examples:
   checkout-cam serve --config /etc/checkout-cam/config.yaml
   checkout-cam serve --source ../shared/data/videos/box.mp4 --log logs/events.jsonl   # a file paced like a camera
+  checkout-cam serve --http 127.0.0.1:8080   # + the web page with the live view, the API, /metrics
+
+With --http (or http.listen in the config) the lane is also on the web: the
+photo page and /predict of `checkout-cam web`, plus the annotated live picture
+(/stream.mjpg), /api/status, /api/events, /latest.jpg and Prometheus /metrics.
+Camera frames go to the model before HTTP photos.
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_options(p, log=True)
+    p.add_argument("--http", metavar="HOST:PORT", nargs="?", const="", default=None,
+                   help="also serve the web page and API (default address: http.listen, else 127.0.0.1:8080)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,4 +42,4 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_cfg(args, RUN_OVERRIDES)
     if args.verbose == 0:
         logging.getLogger("checkout_cam").setLevel(logging.INFO)  # a service logs its events and stats
-    return run_serve(cfg)
+    return run_serve(cfg, http=args.http)

@@ -21,6 +21,7 @@ import threading
 import time
 
 from checkout_cam.config import Config
+from checkout_cam.engine import InferenceEngine
 from checkout_cam.fleet.lane_stats import lane_stats
 from checkout_cam.fleet.publisher import publisher_for_serve
 from checkout_cam.modes import build_parts, stop_on_signals
@@ -60,10 +61,16 @@ def status_text(pipeline: Pipeline, health=None) -> str:
 
 
 def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: SystemdNotifier | None = None,
-              parts=None) -> int:
+              parts=None, http: str | None = None) -> int:
+    """``http``: HOST:PORT for the web page and API ("" = http.listen or the default); None = only if
+    http.listen is set."""
     t_start = time.monotonic()
     stop = stop or threading.Event()
     reopen = threading.Event()
+    listen = None
+    if http is not None or cfg.http.listen is not None:
+        from checkout_cam.web.server import resolve_listen
+        listen = resolve_listen(cfg, http or None)  # refuse an exposed address before loading the model
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(stop)
         # logrotate's convention: after moving the log away it sends SIGHUP; the default action kills.
@@ -80,9 +87,16 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                        identity=parts.identity)
     # MQTT (mqtt.host set): one more sink, committing to the durable outbox; resolutions go into the log.
     mqtt = publisher_for_serve(cfg, record_of=log.record, on_resolution=log.write_record)
+    # The lane's frames go through the one inference engine (HTTP photos share it, after the lane).
+    engine = InferenceEngine.from_config(parts.classifier, cfg)
+    web = None
+    if listen is not None:
+        from checkout_cam.web.service import LaneWeb
+        web = LaneWeb(cfg, parts, engine, listen, wall_clock_offset=offset)
     extra = [mqtt, OutageToMqtt(mqtt, log)] if mqtt else []
-    pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg,
-                        sinks=[log, StderrEventSink()] + extra, stop=stop)
+    pipeline = Pipeline(parts.source, engine.lane(parts.identity.lane_id), parts.policy, cfg,
+                        sinks=[log, StderrEventSink()] + extra + ([web.feed] if web else []),
+                        stop=stop)
     if not isinstance(parts.source, CameraSource):
         logger.info("source %s is a file played in real time: event times are the wall clock (UTC) when each "
                     "frame was shown; video_t_start/video_t_end in each line give the place in the file",
@@ -92,7 +106,8 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                 cfg.serve.log_path)
     # Unhealthy after this long without a loop iteration; the watchdog then lapses.
     max_silence = (notifier.watchdog_interval or 30.0) / 2 + cfg.source.stall_timeout_s
-    with log, (mqtt or contextlib.nullcontext()):
+    with log, (mqtt or contextlib.nullcontext()), engine, \
+            (web.serving(pipeline, stop) if web else contextlib.nullcontext()):
         pipeline.start()
         final_stats = ""
         try:

@@ -1,3 +1,0 @@
-from checkout_cam.cli import main
-
-raise SystemExit(main())
