@@ -140,6 +140,22 @@ class RenderConfig:
 
 
 @dataclass(frozen=True)
+class LaneConfig:
+    """One lane of a several-lane `serve` (an item of ``serve.lanes``); unset values come from the
+    file's single-lane settings."""
+
+    lane_id: str = setting("", "This lane's id (as serve.lane_id): unique in the store.")
+    source: str = setting("", "Its camera: index, video file or rtsp:// / http:// URL (as source.uri).")
+    roi: list[float] | None = setting(None, "Its scanning area [x, y, width, height] in fractions; null = "
+                                      "preprocess.roi.", min=0.0, max=1.0, length=4)
+    min_confidence: float | None = setting(None, "Its review threshold; null = review.min_confidence.",
+                                           min=0.0, max=1.0)
+    min_margin: float | None = setting(None, "Its review margin; null = review.min_margin.", min=0.0, max=1.0)
+    log_path: str | None = setting(None, "Its event log; null = serve.log_path with the lane id added "
+                                   "(logs/events-LANE.jsonl).")
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     lane_id: str = setting("lane1", "This lane's id: in every event line, event id and (with MQTT) topic. "
                            "Letters, digits, '_', '.', '-'; unique in the store.")
@@ -148,6 +164,10 @@ class ServeConfig:
                                  min=1000)
     log_backups: int = setting(5, "Rotated event logs kept (events.jsonl.1 ... .N).", min=0, max=1000)
     stats_interval_s: float = setting(60.0, "Seconds between stats lines on stderr.", min=1, max=86400)
+    lanes: list[LaneConfig] = setting(
+        [], "Several lanes in one process, one model: a list of {lane_id, source, roi, min_confidence, "
+        "min_margin, log_path} (e.g. [{lane_id: lane1, source: 0}, {lane_id: lane2, source: "
+        "'rtsp://cam2/stream'}]); empty = the one lane of source.uri and serve.lane_id.")
     sink_unhealthy_after_s: float = setting(
         30.0, "A sink (the event log, MQTT) failing for this long makes the service unhealthy: the "
         "systemd watchdog is no longer pinged (systemd restarts it) and /readyz says why.",
@@ -248,6 +268,8 @@ def _type_name(tp: Any) -> str:
 
 
 def _check_value(path: str, value: Any, tp: Any, meta: dict, errors: list[str]) -> Any:
+    if is_dataclass(tp):   # a list of records (serve.lanes)
+        return _build(tp, value, path, errors)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -259,6 +281,8 @@ def _check_value(path: str, value: Any, tp: Any, meta: dict, errors: list[str]) 
         if not isinstance(value, list):
             errors.append(f"{path}: must be a list, got {value!r}")
             return value
+        if is_dataclass(item_tp):
+            return [_build(item_tp, v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
         if meta.get("length") is not None and len(value) != meta["length"]:
             errors.append(f"{path}: must have {meta['length']} items, got {len(value)}")
             return value
@@ -318,13 +342,24 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
     if not LANE_ID_RE.match(cfg.serve.lane_id):
         errors.append(f"serve.lane_id: must be 1-64 letters, digits, '_', '.', '-' starting with a letter "
                       f"or digit, got {cfg.serve.lane_id!r}")
-    roi = cfg.preprocess.roi
-    if roi is not None and all(isinstance(v, float) for v in roi):
-        x, y, w, h = roi
-        if w <= 0 or h <= 0:
-            errors.append("preprocess.roi: width and height must be > 0")
-        if x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
-            errors.append(f"preprocess.roi: x+width and y+height must be <= 1, got {roi}")
+    _check_roi("preprocess.roi", cfg.preprocess.roi, errors)
+    seen_ids: set[str] = set()
+    seen_logs: set[str] = set()
+    for i, lane in enumerate(cfg.serve.lanes):
+        where = f"serve.lanes[{i}]"
+        if not LANE_ID_RE.match(lane.lane_id):
+            errors.append(f"{where}.lane_id: must be 1-64 letters, digits, '_', '.', '-' starting with a "
+                          f"letter or digit, got {lane.lane_id!r}")
+        elif lane.lane_id in seen_ids:
+            errors.append(f"{where}.lane_id: {lane.lane_id!r} is used by an earlier lane; lane ids are unique")
+        seen_ids.add(lane.lane_id)
+        if not lane.source:
+            errors.append(f"{where}.source: every lane needs its camera (index, file or URL)")
+        _check_roi(f"{where}.roi", lane.roi, errors)
+        log = lane_log_path(cfg.serve.log_path, lane)
+        if log in seen_logs:
+            errors.append(f"{where}.log_path: {log} is the log of an earlier lane; each lane writes its own")
+        seen_logs.add(log)
     h = cfg.http
     if h.listen is not None:
         from checkout_cam.web.address import parse_listen
@@ -348,6 +383,40 @@ def _cross_checks(cfg: Config, errors: list[str]) -> None:
         errors.append("mqtt.username: a password needs a username")
     if not m.topic_prefix or any(c in m.topic_prefix for c in "+#") or m.topic_prefix.endswith("/"):
         errors.append(f"mqtt.topic_prefix: must be non-empty, without + # or a trailing /, got {m.topic_prefix!r}")
+
+
+def _check_roi(where: str, roi: list[float] | None, errors: list[str]) -> None:
+    if roi is not None and all(isinstance(v, float) for v in roi):
+        x, y, w, h = roi
+        if w <= 0 or h <= 0:
+            errors.append(f"{where}: width and height must be > 0")
+        if x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9:
+            errors.append(f"{where}: x+width and y+height must be <= 1, got {roi}")
+
+
+def lane_log_path(base: str, lane: LaneConfig) -> str:
+    """A lane's event log: its own setting, else ``base`` with the lane id before the suffix."""
+    if lane.log_path:
+        return lane.log_path
+    p = Path(base)
+    return str(p.with_name(f"{p.stem}-{lane.lane_id}{p.suffix}"))
+
+
+def lane_config(cfg: Config, lane: LaneConfig) -> Config:
+    """The single-lane Config one lane of ``serve.lanes`` runs with: the file's settings, with the
+    lane's own id, camera, scanning area, review thresholds and log."""
+    review = {k: v for k, v in (("min_confidence", lane.min_confidence), ("min_margin", lane.min_margin))
+              if v is not None}
+    return dataclasses.replace(
+        cfg,
+        source=dataclasses.replace(cfg.source, uri=lane.source),
+        preprocess=dataclasses.replace(cfg.preprocess, roi=lane.roi if lane.roi is not None else cfg.preprocess.roi),
+        review=dataclasses.replace(cfg.review, **review),
+        serve=dataclasses.replace(cfg.serve, lane_id=lane.lane_id, log_path=lane_log_path(cfg.serve.log_path, lane),
+                                  lanes=[]),
+        # Each lane publishes as itself: its own MQTT client and durable outbox.
+        mqtt=dataclasses.replace(cfg.mqtt, state_dir=str(Path(cfg.mqtt.state_dir) / lane.lane_id),
+                                 client_id=f"{cfg.mqtt.client_id}-{lane.lane_id}" if cfg.mqtt.client_id else ""))
 
 
 def config_from_dict(data: Any, source: str = "config") -> Config:
@@ -375,8 +444,8 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError([f"file not found; make one with `checkout-cam validate-config "
                            f"--print-defaults > {path}`"], str(path)) from None
     except PermissionError:
-        raise ConfigError([f"permission denied: the user running checkout-cam cannot read it "
-                           f"(check its owner and mode)"], str(path)) from None
+        raise ConfigError(["permission denied: the user running checkout-cam cannot read it "
+                           "(check its owner and mode)"], str(path)) from None
     except IsADirectoryError:
         raise ConfigError(["is a directory, not a config file"], str(path)) from None
     except OSError as exc:
@@ -438,6 +507,13 @@ def path_problems(cfg: Config, *, base: Path | None = None) -> list[str]:
             problems.append(f"{key}: {problem}")
         if key == "serve.log_path" and target.is_dir():
             problems.append(f"{key}: {target} is a directory; give a file name such as events.jsonl")
+    for i, lane in enumerate(cfg.serve.lanes):
+        if lane.source and not lane.source.isdigit() and "://" not in lane.source and not where(lane.source).is_file():
+            problems.append(f"serve.lanes[{i}].source: video file {where(lane.source)} does not exist")
+        log = where(lane_log_path(cfg.serve.log_path, lane))
+        problem = writable_folder_problem(log.parent)
+        if problem:
+            problems.append(f"serve.lanes[{i}].log_path: {problem}")
     return problems
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from checkout_cam.config import Config, path_problems, writable_folder_problem
 
+from checkout_cam.cpu import cpu_info, parse_cpuinfo
+
 logger = logging.getLogger(__name__)
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -51,31 +53,19 @@ class Finding:
         return asdict(self)
 
 
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
-
-
 def check_cpu(cpuinfo: str | None = None) -> Finding:
-    flags = cpu_flags(cpuinfo)
+    """``cpuinfo``: /proc/cpuinfo's text (tests); None reads this machine's through checkout_cam.cpu."""
+    cpu = cpu_info() if cpuinfo is None else parse_cpuinfo(cpuinfo)
+    flags = cpu.flags
     if not flags:
-        return Finding("cpu", WARN, f"{os.cpu_count()} cores; instruction sets unknown (no /proc/cpuinfo flags)")
+        return Finding("cpu", WARN, f"{cpu.cores} cores; instruction sets unknown (no /proc/cpuinfo flags)")
     have = [name for flag, name in CPU_FEATURES.items() if flag in flags]
-    detail = f"{os.cpu_count()} cores; {', '.join(have) if have else 'none of AVX2/AVX-512/VNNI/BF16/AMX'}"
+    detail = f"{cpu.cores} cores; {', '.join(have) if have else 'none of AVX2/AVX-512/VNNI/BF16/AMX'}"
     if "avx2" not in flags:
         return Finding("cpu", WARN, detail, "without AVX2 ResNet-18 runs several times slower: expect a low "
                        "inference fps (see `python3 scripts/bench.py --quick`)")
-    if not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
-        return Finding("cpu", OK, detail + " (no VNNI/AMX: int8 models gain less here)")
+    if not cpu.vnni:
+        return Finding("cpu", OK, detail + " (no VNNI/AMX: int8 models gain less here, and use 7-bit activations)")
     return Finding("cpu", OK, detail + " (int8 models use VNNI/AMX)")
 
 

@@ -26,7 +26,6 @@ import heapq
 import json
 import logging
 import random
-import statistics
 import sys
 import tempfile
 import threading

@@ -6,7 +6,7 @@ import pytest
 
 from checkout_cam.review import ItemEvent
 from checkout_cam.results import Prediction
-from checkout_cam.schema import (EventEnvelope, ItemRecord, OutageRecord, ResolutionRecord, RunIdentity,
+from checkout_cam.schema import (EventEnvelope, ItemRecord, ResolutionRecord, RunIdentity,
                                  SchemaError, new_run_id, record_from_dict, RUN_ID_RE, EVENT_ID_RE)
 
 TOP = (Prediction(948, "Granny Smith", 0.8), Prediction(950, "orange", 0.1))

@@ -8,13 +8,15 @@ import sys
 
 from checkout_cam import __version__
 from checkout_cam.cli import (
-    classify, doctor, evaluate, events, export_model, finetune, live, replay, serve, validate_config, web)
+    classify, console, doctor, evaluate, events, export_model, finetune, live, replay, serve, validate_config,
+    web)
 from checkout_cam.errors import CheckoutCamError
 
 logger = logging.getLogger(__name__)
 
 # Order is the order `--help` lists them in.
-COMMANDS = [export_model, classify, replay, live, serve, web, events, doctor, finetune, evaluate, validate_config]
+COMMANDS = [export_model, classify, replay, live, serve, web, events, console, doctor, finetune, evaluate,
+            validate_config]
 
 DESCRIPTION = """\
 Real-time camera checkout assistant: a ResNet-18 classifies what is held in

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from checkout_cam.cli.common import add_config_option, add_model_option, load_cfg, open_model
 from checkout_cam.errors import CheckoutCamError, ImageReadError
@@ -33,6 +34,7 @@ examples:
       --classes ../shared/data/grocery/classes.csv --coarse ../shared/data/grocery/classes.csv \\
       --report reports/grocery
   checkout-cam evaluate --model models/store.pt --data photos/ --json
+  checkout-cam evaluate --model models/store.pt --data console-data/corrections/ --skip-unknown
 --json prints one object: n, top1, top3, flagged_share, unflagged_accuracy,
 errors_caught, suggested_min_confidence, per_class (name: accuracy),
 coarse_top1 (with --coarse), risk_coverage and more. --report DIR writes
@@ -54,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-margin", type=float, default=None, help="override review.min_margin from the config")
     p.add_argument("--target-accuracy", type=float, default=0.95,
                    help="accuracy wanted on unflagged items, for the suggested min_confidence (default 0.95)")
+    p.add_argument("--skip-unknown", action="store_true",
+                   help="with a folder: leave out (and count) sub-folders that are not the model's labels, such "
+                        "as the console's \"not in the list\" corrections")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the readable report")
     p.add_argument("--report", metavar="DIR", help="also write the report files to DIR")
 
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from checkout_cam.images import read_image
-    from checkout_cam.training.data import DataError, load_labeled, read_coarse_map
+    from checkout_cam.training.data import DataError, LabeledImages, load_labeled, read_coarse_map
     from checkout_cam.training.metrics import ReviewRule, confusion_matrix, evaluate_probabilities, per_image
     from checkout_cam.training.report import PER_IMAGE_NOTE, format_text, write_report
 
@@ -73,8 +78,23 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_cfg(args, {"min_confidence": "review.min_confidence", "min_margin": "review.min_margin"})
     clf = open_model(cfg)
     labels = clf.labels
-    data = load_labeled(args.data, args.classes, known_classes=labels, require_every_class=False)
     index = {name: i for i, name in enumerate(labels)}
+    skipped_unknown = 0
+    if args.skip_unknown and Path(args.data).is_dir():
+        data = load_labeled(args.data, None, require_every_class=False)   # the folder's own class names
+        keep = [s for s in data.samples if data.classes[s.label] in index]
+        skipped_unknown = len(data.samples) - len(keep)
+        if not keep:
+            raise DataError(f"{args.data}: none of its {len(data.samples)} photos are of one of the model's "
+                            f"{len(labels)} labels ({clf.name})")
+        data = LabeledImages(data.source, data.root, data.classes, keep)
+    else:
+        try:
+            data = load_labeled(args.data, args.classes, known_classes=labels, require_every_class=False)
+        except DataError as exc:
+            if Path(args.data).is_dir() and "not known classes" in str(exc):
+                raise DataError(f"{exc}; or pass --skip-unknown to leave them out") from None
+            raise
     unknown = [name for name in data.classes if name not in index]
     used = {data.classes[s.label] for s in data.samples}
     if unknown and used & set(unknown):
@@ -125,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_probabilities(probs_np, targets_np, labels, rule, clf.trained, args.target_accuracy,
                                     coarse)
     result.update({"model": str(cfg.model.path), "model_name": clf.name, "model_sha256": clf.sha256,
-                   "data": str(args.data), "skipped": skipped, "note": f"review flag computed {PER_IMAGE_NOTE}"})
+                   "data": str(args.data), "skipped": skipped, "skipped_unknown": skipped_unknown, "note": f"review flag computed {PER_IMAGE_NOTE}"})
     if args.report:
         rows = per_image(probs_np, targets_np, rule, clf.trained)
         for row, name in zip(rows, names):
@@ -140,4 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if skipped:
         print(f"checkout-cam evaluate: skipped {skipped} of {len(data.samples)} unreadable image(s)",
               file=sys.stderr)
+    if skipped_unknown:
+        print(f"checkout-cam evaluate: left out {skipped_unknown} photo(s) of products that are not among the "
+              f"model's labels (--skip-unknown)", file=sys.stderr)
     return 0

@@ -12,7 +12,7 @@ DEFAULT_MAX_IMAGES = 200  # = checkout_cam.model.quantize.DEFAULT_MAX_IMAGES (a 
 
 NAME = "export-model"
 HELP = "make a model artifact (.pt) from ImageNet, a state_dict file, or random weights"
-DESCRIPTION = f"""\
+DESCRIPTION = """\
 Build the one-file TorchScript model artifact that classify, live, serve and
 replay load. The artifact embeds its labels and metadata (weights source and
 sha256, trained or not, input recipe, torch version).
@@ -40,8 +40,12 @@ backend: about 2.4x faster than fp32 at batch 1 on a 2-core CPU, see
 scripts/bench.py). It needs --calibration: a folder of photos like the camera
 sees (searched recursively) or a list file of `path, ...` lines relative to
 the list file; up to --calibration-images of them, sampled with a fixed seed,
-set the activation ranges. Check the int8 model against its fp32 twin on your
-own labelled photos before using it.
+set the activation ranges. Activations use the full 8 bits where this CPU has
+VNNI (AVX512_VNNI, AVX_VNNI, AMX) and 7 bits where it does not (8 would
+saturate there); the artifact records which, and an 8-bit one refuses to load
+on a CPU without VNNI. Building on a VNNI machine for AVX2-only lanes: add
+--int8-activations 7. Check the int8 model against its fp32 twin on your own
+labelled photos before using it.
 
 examples:
   checkout-cam export-model --weights imagenet                  # -> models/model.pt
@@ -50,6 +54,8 @@ examples:
   checkout-cam export-model --weights imagenet --out models/resnet18-imagenet.onnx
   checkout-cam export-model --weights my_head.pth --labels labels.txt --out models/store-int8.pt \\
       --precision int8 --calibration photos/
+  checkout-cam export-model --weights my_head.pth --labels labels.txt --out models/store-int8-avx2.pt \\
+      --precision int8 --calibration photos/ --int8-activations 7
 """
 
 
@@ -74,6 +80,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-images", type=int, default=DEFAULT_MAX_IMAGES, metavar="N",
                    help=f"use at most N calibration photos, sampled with a fixed seed (default "
                         f"{DEFAULT_MAX_IMAGES}; 0 = all)")
+    p.add_argument("--int8-activations", choices=("auto", "8", "7"), default="auto",
+                   help="int8 activation range: auto (default) = full 8 bits where this CPU has VNNI, 7 bits where it does not; 7 = an artifact that runs right on every x86 CPU (build on a VNNI machine for AVX2-only lanes); 8 = only loads on VNNI CPUs")
 
 
 def _check_precision_args(args: argparse.Namespace) -> None:
@@ -82,6 +90,8 @@ def _check_precision_args(args: argparse.Namespace) -> None:
                                "the camera sees (e.g. the training photos) set the int8 activation ranges")
     if args.precision == "fp32" and args.calibration:
         raise CheckoutCamError("--calibration is only used with --precision int8")
+    if args.precision == "fp32" and args.int8_activations != "auto":
+        raise CheckoutCamError("--int8-activations is only used with --precision int8")
     if args.calibration_images < 0:
         raise CheckoutCamError(f"--calibration-images must be 0 (all) or more, got {args.calibration_images}")
 
@@ -103,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         name=args.name or default_name, arch="resnet18", labels=loaded.labels,
         weights_source=loaded.source, weights_sha256=loaded.sha256, trained=loaded.trained)
     if args.precision == "int8":
-        save_int8_artifact(loaded.model, meta, out, args.calibration, max_images=args.calibration_images)
+        save_int8_artifact(loaded.model, meta, out, args.calibration, max_images=args.calibration_images,
+                           activations=args.int8_activations)
     else:
         save_artifact(loaded.model, meta, out)
     state = "trained" if loaded.trained else "UNTRAINED (random weights: labels are meaningless)"

@@ -43,6 +43,7 @@ already done just exports the best of them.
 
 examples:
   checkout-cam finetune --train photos/ --out models/store.pt
+  checkout-cam finetune --train photos/ --train console-data/corrections/ --out models/store-2.pt
   checkout-cam evaluate --model models/store.pt --data models/store.val.txt --report reports/store
   checkout-cam finetune --train ../shared/data/grocery/train.txt --val ../shared/data/grocery/val.txt \\
       --classes ../shared/data/grocery/classes.csv --init scratch --image-size 128 --epochs 45 \\
@@ -52,7 +53,9 @@ examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_option(p)
-    p.add_argument("--train", required=True, metavar="DATA", help="training photos: class folders or a list file")
+    p.add_argument("--train", required=True, metavar="DATA", action="append",
+                   help="training photos: class folders or a list file; repeat it to train on several sets "
+                        "together, classes joined by name (--train photos/ --train console-data/corrections/)")
     p.add_argument("--val", metavar="DATA", help="validation photos, same layout (default: hold out --val-split)")
     p.add_argument("--val-split", type=float, default=0.15, metavar="SHARE",
                    help="share of each class held out for validation when --val is absent "
@@ -85,7 +88,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="int8: quantize the best epoch (static PTQ) into OUT and keep the fp32 twin as "
                         "OUT-fp32.pt")
     p.add_argument("--calibration", metavar="DATA",
-                   help="photos that calibrate --precision int8: a folder or list file (default: --train)")
+                   help="photos that calibrate --precision int8: a folder or list file (default: the first --train)")
+    p.add_argument("--int8-activations", choices=("auto", "8", "7"), default="auto",
+                   help="int8 activation range: auto (default) = full 8 bits where this CPU has VNNI, 7 bits where it does not; 7 = an artifact that runs right on every x86 CPU (build on a VNNI machine for AVX2-only lanes); 8 = only loads on VNNI CPUs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch summary lines remain)")
 
 
@@ -113,7 +118,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from checkout_cam.model.artifact import check_format
-    from checkout_cam.training.data import load_labeled, split_holdout, write_list
+    from checkout_cam.training.data import load_labeled, load_many, split_holdout, write_list
     from checkout_cam.training.finetune import (
         CHECKPOINT_FILE, Recipe, default_lr, default_weight_decay, finetune, format_duration)
 
@@ -124,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         raise CheckoutCamError(f"--out {out}: the model artifact must be a .pt file (or .onnx for an fp32 "
                                f"model run by ONNX Runtime)")
     check_format(out, args.precision)  # before training, not after it
-    train = load_labeled(args.train, args.classes)
+    train = load_many(args.train, args.classes)
     val = None
     if args.val:
         val = load_labeled(args.val, args.classes, known_classes=train.classes, require_every_class=False)
@@ -148,11 +153,12 @@ def run(args: argparse.Namespace) -> int:
     ckpt_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_suffix(".ckpt")
     if args.calibration and args.precision != "int8":
         raise CheckoutCamError("--calibration only applies to --precision int8")
-    calibration = (args.calibration or args.train) if args.precision == "int8" else None
+    calibration = (args.calibration or args.train[0]) if args.precision == "int8" else None
     try:
         result = finetune(train, val, recipe, out, ckpt_dir, resume=args.resume, threads=args.threads,
                           max_pixels=cfg.preprocess.max_image_pixels, progress=not args.no_progress,
-                          name=args.name, int8_calibration=calibration)
+                          name=args.name, int8_calibration=calibration,
+                          int8_activations=args.int8_activations)
     except KeyboardInterrupt:
         if (ckpt_dir / CHECKPOINT_FILE).exists():
             print(f"checkout-cam finetune: the last finished epoch is saved in {ckpt_dir}; run the same "

@@ -39,7 +39,7 @@ from checkout_cam.fleet.review_image import review_jpeg
 from checkout_cam.fleet.topics import Topics
 from checkout_cam.frames import Frame
 from checkout_cam.review import Decision, ItemEvent
-from checkout_cam.schema import EventEnvelope, ItemRecord, ResolutionRecord, SchemaError, utc_now_iso
+from checkout_cam.schema import EventEnvelope, ItemRecord, ResolutionRecord, SchemaError
 from checkout_cam.stats import Percentiles
 
 logger = logging.getLogger(__name__)

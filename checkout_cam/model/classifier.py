@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, Sequence
@@ -81,44 +83,108 @@ class Classifier(ABC):
         return self.top_k(self.probabilities(images), k)
 
 
+# torch.jit.enable_onednn_fusion is process-wide; it is switched on only while a module compiles.
+_ONEDNN_FLAG_LOCK = threading.Lock()
+
+
+def onednn_graph_compile(module: torch.jit.ScriptModule, input_size: int, runs: int = 3) -> bool:
+    """Compile a frozen fp32 module with oneDNN Graph fusion for batch-1 input; True when it took.
+
+    The profiling executor specializes the graph on its first runs; running it with the fusion flag
+    on makes that specialization oneDNN Graph partitions (conv + bias + relu/add fused, weights
+    packed once into the kernels' own layout and cached). The flag is restored afterwards: the plan
+    stays with the module, and other modules (e.g. an optimize_for_inference one, which fails
+    under the flag) are unaffected. Only batch-1 calls use this plan; other shapes would take the
+    unfused path, so callers split batches.
+    """
+    enable = getattr(torch.jit, "enable_onednn_fusion", None)
+    if enable is None or not torch.backends.mkldnn.is_available():
+        return False
+    x = torch.zeros(1, 3, input_size, input_size)
+    with _ONEDNN_FLAG_LOCK, quiet_jit_deprecation():
+        before = torch.jit.onednn_fusion_enabled()
+        enable(True)
+        try:
+            with torch.inference_mode():
+                for _ in range(runs):
+                    module(x)
+            graph = torch.jit.last_executed_optimized_graph()
+        finally:
+            enable(before)
+    return "prim::oneDNNFusionGroup" in str(graph)
+
+
 class TorchScriptClassifier(Classifier):
     """The default backend: a traced, frozen TorchScript artifact.
 
-    fp32 artifacts are passed through ``torch.jit.optimize_for_inference`` after
-    loading (conv+bn/relu/add fusion, oneDNN-prepacked weights): about 1.2x at
-    batch 1 and 1.5x at batch 8 over the frozen module (scripts/bench.py,
-    fp32_variants). It happens here, not at export, because a module saved after
-    that pass does not load back ("required keyword attribute 'value' is
-    undefined"). int8 graphs gain nothing from it and are run as saved (their
-    weights packed for the engine ``quantize.int8_loading`` chooses).
+    fp32 artifacts are compiled after loading with oneDNN Graph fusion
+    (``onednn_graph_compile``), and batches run image by image on that plan.
+    Why: ``torch.jit.optimize_for_inference`` (used before, and still the fallback)
+    packs conv weights in a layout other than the one the convolution kernel it
+    later picks wants, so oneDNN re-orders all 11 M weights on every call: 9 of
+    its 32 CPU-ms per image at batch 1 on an AVX-512 Xeon, where ONNX Runtime
+    spends 21 (scripts/bench.py, fp32_variants: ``fp32 runtimes``). With oneDNN
+    Graph the weights are packed once and conv+relu/add fuse: about 22 CPU-ms at
+    batch 1, and the same per image as the old path's batch 8. Neither pass is
+    applied before saving, because a module saved after them does not load back.
+    int8 graphs gain nothing from either and are run as saved (their weights
+    packed for the engine ``quantize.int8_loading`` chooses).
     """
 
-    def __init__(self, path: str | Path, roi: Sequence[float] | None = None, optimize: bool = True):
+    def __init__(self, path: str | Path, roi: Sequence[float] | None = None, optimize: bool = True,
+                 fp32_runtime: str = "auto"):
         loading = contextlib.nullcontext()
-        if read_meta(path).precision == "int8":
-            from checkout_cam.model.quantize import int8_loading
+        first = read_meta(path)
+        if first.precision == "int8":
+            from checkout_cam.model.quantize import check_int8_cpu, int8_loading
+            check_int8_cpu(first, path)   # before loading: never run saturating int8 silently
             loading = int8_loading()
         with loading:
             module, meta = load_artifact(path)
         super().__init__(meta, file_sha256(path), roi)
-        self.optimized = False
+        self.runtime = "as saved"      # or "onednn_graph", "optimize_for_inference"
         if optimize and meta.precision == "fp32":
-            module = self._optimize(module, path)
+            module = self._optimize(module, path, fp32_runtime)
         self.module = module
 
-    def _optimize(self, module: torch.jit.ScriptModule, path: str | Path) -> torch.jit.ScriptModule:
+    @property
+    def optimized(self) -> bool:
+        return self.runtime != "as saved"
+
+    def _optimize(self, module: torch.jit.ScriptModule, path: str | Path, runtime: str) -> torch.jit.ScriptModule:
+        if runtime in ("auto", "onednn_graph"):
+            t0 = time.monotonic()
+            try:
+                if onednn_graph_compile(module, self.meta.input_size):
+                    self.runtime = "onednn_graph"
+                    logger.debug("%s: compiled with oneDNN Graph in %.2f s", path, time.monotonic() - t0)
+                    return module
+                logger.debug("%s: oneDNN Graph fused nothing; using optimize_for_inference", path)
+            except Exception as exc:  # a torch without it, or a graph it cannot take
+                logger.debug("%s: oneDNN Graph failed (%s: %s); using optimize_for_inference", path,
+                             type(exc).__name__, _first_line(exc))
+            # The module has been specialized (unfused); reload it for a clean optimize pass.
+            module, _ = load_artifact(path)
         try:
             with quiet_jit_deprecation():
                 optimized = torch.jit.optimize_for_inference(module)
         except Exception as exc:  # an unusual graph the pass cannot take: the frozen module still runs
             logger.debug("%s: optimize_for_inference failed (%s: %s); running the frozen module as saved",
-                         path, type(exc).__name__, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "")
+                         path, type(exc).__name__, _first_line(exc))
             return module
-        self.optimized = True
+        self.runtime = "optimize_for_inference"
         return optimized
 
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.runtime == "onednn_graph" and batch.shape[0] > 1:
+            # The compiled plan is for one image; per image it costs what a batch of 8 did before.
+            return torch.cat([self.module(batch[i:i + 1]) for i in range(batch.shape[0])])
         return self.module(batch)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
 
 
 BACKENDS: dict[str, Callable[..., Classifier]] = {".pt": TorchScriptClassifier}

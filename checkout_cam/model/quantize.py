@@ -12,6 +12,17 @@ torch 2.14 marks ``torch.ao.quantization`` deprecated in favour of pt2e
 Inductor compiling the exported graph (a C++ toolchain at load time, or an
 AOTInductor shared library per machine), not from one portable file that
 ``torch`` alone loads. So FX stays until that changes.
+
+Activation range and the CPU. x86 int8 dot products without VNNI
+(``vpmaddubsw``) add pairs of u8*s8 products into a saturating int16, so full
+8-bit activations can overflow there and give wrong results with no error;
+torch's x86 recipe therefore quantizes activations to 7 bits
+(``reduce_range``), which costs precision. CPUs with VNNI (AVX512_VNNI,
+AVX_VNNI, AMX) sum into int32 and do not saturate, so there the full 8 bits
+are used. The choice is made where the model is quantized, recorded in the
+artifact (``meta.extra["int8"]``), and checked where it is loaded:
+``check_int8_cpu`` refuses to run an 8-bit artifact on a CPU (or an oneDNN
+capped by ``ONEDNN_MAX_CPU_ISA``) without VNNI.
 """
 
 from __future__ import annotations
@@ -31,7 +42,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from checkout_cam.errors import CheckoutCamError, ImageReadError
+from checkout_cam.cpu import CpuInfo, cpu_info
+from checkout_cam.errors import CheckoutCamError, ImageReadError, ModelFileError
 from checkout_cam.images import IMAGE_SUFFIXES, list_images, read_image
 from checkout_cam.model.artifact import ArtifactMeta, check_format, check_outputs, save_scripted, trace_and_freeze
 from checkout_cam.preprocess import Preprocessor
@@ -47,6 +59,89 @@ DEFAULT_BATCH_SIZE = 16
 
 class CalibrationError(CheckoutCamError):
     """The calibration images could not be found or read."""
+
+
+ACTIVATION_CHOICES = ("auto", "8", "7")
+
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) whose int8 kernels accumulate without int16 saturation.
+_VNNI_ISA_CAPS = ("VNNI", "BF16", "AMX", "FP16", "AVX10")
+
+
+def int8_vnni(cpu: CpuInfo | None = None) -> bool:
+    """Whether int8 kernels here sum into int32: the CPU has VNNI and oneDNN (the engine int8
+    artifacts load with) is not capped below it by ``ONEDNN_MAX_CPU_ISA``."""
+    import os
+    cpu = cpu or cpu_info()
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    capped = bool(cap) and cap not in ("ALL", "DEFAULT") and not any(t in cap for t in _VNNI_ISA_CAPS)
+    return cpu.vnni and not capped
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How activations are quantized, and for which CPUs the result is right."""
+
+    activation_bits: int        # 8 (VNNI CPUs only) or 7 (reduce_range: any x86 CPU)
+    chosen: str                 # "auto" or the user's explicit choice
+    cpu: CpuInfo
+
+    @property
+    def reduce_range(self) -> bool:
+        return self.activation_bits == 7
+
+    @property
+    def needs_vnni(self) -> bool:
+        return self.activation_bits == 8
+
+    def describe(self) -> dict:
+        """What the artifact records (``meta.extra["int8"]``)."""
+        return {"activation_bits": self.activation_bits, "reduce_range": self.reduce_range,
+                "needs_vnni": self.needs_vnni, "chosen": self.chosen,
+                "quantized_on": {"cpu": self.cpu.model, "isa": self.cpu.isa}}
+
+
+def choose_recipe(activations: str = "auto", cpu: CpuInfo | None = None) -> Int8Recipe:
+    """``auto``: 8-bit activations where this CPU has VNNI, else 7-bit. ``7`` makes an artifact that
+    runs right on every x86 CPU (e.g. built on a VNNI machine for AVX2-only lanes)."""
+    cpu = cpu or cpu_info()
+    if activations not in ACTIVATION_CHOICES:
+        raise CheckoutCamError(f"int8 activations must be one of {', '.join(ACTIVATION_CHOICES)}, "
+                               f"got {activations!r}")
+    if activations == "auto":
+        bits = 8 if int8_vnni(cpu) else 7
+    else:
+        bits = int(activations)
+        if bits == 8 and not int8_vnni(cpu):
+            logger.warning("8-bit int8 activations on a CPU without VNNI (%s): the artifact is calibrated "
+                           "here but will only load on a CPU with VNNI", cpu.describe())
+    return Int8Recipe(bits, activations, cpu)
+
+
+def check_int8_cpu(meta: ArtifactMeta, path: str | Path, cpu: CpuInfo | None = None) -> None:
+    """Refuse an int8 artifact whose activations this CPU's int8 kernels would saturate.
+
+    Artifacts made before the recipe was recorded used 7-bit activations, which are safe everywhere.
+    """
+    recipe = meta.extra.get("int8") or {}
+    if not recipe.get("needs_vnni"):
+        return
+    cpu = cpu or cpu_info()
+    if int8_vnni(cpu):
+        return
+    made_on = (recipe.get("quantized_on") or {}).get("cpu", "another CPU")
+    raise ModelFileError(
+        f"{path}: this int8 model uses full 8-bit activations, which need a CPU with VNNI (it was "
+        f"quantized on {made_on}); this CPU ({cpu.describe()}) has no VNNI"
+        f"{' usable (ONEDNN_MAX_CPU_ISA caps it)' if cpu.vnni else ''}, where int8 sums saturate and "
+        f"answers go wrong without any error ({SATURATION_RISK}). Re-export it for this CPU with "
+        f"`checkout-cam export-model ... --precision int8 --int8-activations 7` (runs right on every x86 "
+        f"CPU), or use the fp32 model")
+
+
+# Measured by scripts/int8_recipes.py on the 8-epoch grocery model (README, "INT8 models"): the
+# same 8-bit artifact on oneDNN's AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2) against its fp32 twin.
+SATURATION_RISK = ("measured on a grocery model: 11 of 296 val photos changed their answer against fp32 "
+                   "on AVX2 kernels vs 6 with VNNI, and probabilities moved 65% more")
 
 
 @contextlib.contextmanager
@@ -212,23 +307,53 @@ def _check_engine() -> None:
     torch.backends.quantized.engine = BACKEND
 
 
+def _qconfig_mapping(recipe: Int8Recipe):
+    """x86's default mapping with the activation range of ``recipe``; the head stays fp32."""
+    from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
+    from torch.ao.quantization.observer import HistogramObserver
+
+    base = get_default_qconfig_mapping(BACKEND)
+    if recipe.reduce_range:
+        mapping = base
+    else:
+        # Swap the activation observer wherever the x86 mapping uses the reduced-range histogram
+        # one (fixed-qparams ops such as sigmoid keep theirs).
+        widened = []
+
+        def widen(qc):
+            act = getattr(getattr(qc, "activation", None), "p", None)   # with_args' functools.partial
+            if getattr(act, "func", None) is HistogramObserver and act.keywords.get("reduce_range"):
+                widened.append(qc)
+                return QConfig(activation=HistogramObserver.with_args(**{**act.keywords, "reduce_range": False}),
+                               weight=qc.weight)
+            return qc
+        mapping = QConfigMapping().set_global(widen(base.global_qconfig))
+        for kind, qc in base.object_type_qconfigs.items():
+            mapping.set_object_type(kind, widen(qc))
+        if not widened:   # a torch whose x86 mapping changed: never record 8 bits and quantize 7
+            raise CheckoutCamError(f"torch {torch.__version__}'s x86 qconfig has no reduced-range activation "
+                                   f"observer to widen; export with --int8-activations 7")
+    # The classifier head stays fp32: int8 logits (128 levels with reduce_range) turn
+    # near-ties into flips, and the head is ~0.002% of ResNet-18's work. On a weak grocery
+    # model this raised top-1 agreement with fp32 from 93.6% to 97.3% at no measurable cost.
+    return mapping.set_object_type(nn.Linear, None)
+
+
 def quantize_int8(model: nn.Module, calibration_batches: Iterable[torch.Tensor],
-                  input_size: int = 224) -> torch.jit.ScriptModule:
+                  input_size: int = 224, recipe: Int8Recipe | None = None) -> torch.jit.ScriptModule:
     """Eager fp32 model + calibration batches (N, 3, S, S) -> traced, frozen INT8 TorchScript.
 
-    ``model`` itself is left untouched (a copy is quantized).
+    ``model`` itself is left untouched (a copy is quantized). ``recipe`` defaults to what this
+    CPU can run (``choose_recipe()``).
     """
-    from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+    recipe = recipe or choose_recipe()
     _check_engine()
     model = copy.deepcopy(model).cpu().float().to(memory_format=torch.contiguous_format).eval()
     example = (torch.zeros(1, 3, input_size, input_size),)
     with quiet_ao_deprecation():
-        # The classifier head stays fp32: int8 logits (128 levels with reduce_range) turn
-        # near-ties into flips, and the head is ~0.002% of ResNet-18's work. On a weak grocery
-        # model this raised top-1 agreement with fp32 from 93.6% to 97.3% at no measurable cost.
-        mapping = get_default_qconfig_mapping(BACKEND).set_object_type(nn.Linear, None)
+        mapping = _qconfig_mapping(recipe)
         prepared = prepare_fx(model, mapping, example_inputs=example)
         seen = 0
         with torch.no_grad():
@@ -243,27 +368,34 @@ def quantize_int8(model: nn.Module, calibration_batches: Iterable[torch.Tensor],
                                    "calibrate activation ranges")
         quantized = convert_fx(prepared)
         frozen = trace_and_freeze(quantized, input_size)
-    logger.info("quantized to int8 (%s backend) with %d calibration images", BACKEND, seen)
+    logger.info("quantized to int8 (%s backend, %d-bit activations) with %d calibration images", BACKEND,
+                recipe.activation_bits, seen)
     return frozen
 
 
 def save_int8_artifact(model: nn.Module, meta: ArtifactMeta, out: str | Path, calibration: str | Path,
                        *, max_images: int = DEFAULT_MAX_IMAGES, seed: int = DEFAULT_SEED,
-                       batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True) -> Path:
+                       batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True,
+                       activations: str = "auto") -> Path:
     """Quantize ``model`` calibrated on ``calibration`` (folder or list file) and write the artifact.
 
     ``meta`` is the fp32 description (labels, input recipe, weights); the written one
-    says ``precision="int8"`` and adds ``extra["calibration"]``.
+    says ``precision="int8"`` and adds ``extra["calibration"]`` and ``extra["int8"]`` (the
+    activation range and the CPU it was chosen for). ``activations``: ``auto`` (8-bit where
+    this CPU has VNNI, else 7-bit), ``8`` or ``7``.
     """
+    recipe = choose_recipe(activations)
     check_format(out, "int8")
     check_outputs(model, meta)
     cal = find_calibration_images(calibration, max_images, seed)
     logger.info("calibrating on %d of %d images from %s", len(cal.paths), cal.found, cal.source)
     pre = Preprocessor(resize=meta.resize_size, crop=meta.input_size, mean=tuple(meta.mean), std=tuple(meta.std))
     batches = CalibrationBatches(cal, pre, batch_size, progress)
-    module = quantize_int8(model, batches, meta.input_size)
+    module = quantize_int8(model, batches, meta.input_size, recipe)
     int8_meta = dataclasses.replace(meta, precision="int8",
-                                    extra={**meta.extra, "calibration": cal.describe(batches.used)})
+                                    extra={**meta.extra, "calibration": cal.describe(batches.used),
+                                           "int8": recipe.describe()})
     save_scripted(module, int8_meta, out)
-    logger.info("wrote %s (int8, %d classes)", out, int8_meta.num_classes)
+    logger.info("wrote %s (int8, %d-bit activations, %d classes)", out, recipe.activation_bits,
+                int8_meta.num_classes)
     return Path(out)

@@ -64,6 +64,9 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
               parts=None, http: str | None = None) -> int:
     """``http``: HOST:PORT for the web page and API ("" = http.listen or the default); None = only if
     http.listen is set."""
+    if cfg.serve.lanes and parts is None:   # several lanes, one model: modes/lanes.py
+        from checkout_cam.modes.lanes import run_lanes
+        return run_lanes(cfg, stop=stop, notifier=notifier)
     t_start = time.monotonic()
     stop = stop or threading.Event()
     reopen = threading.Event()

@@ -184,6 +184,28 @@ def load_labeled(spec: str | Path, classes_csv: str | Path | None = None,
     return data
 
 
+def load_many(specs: Sequence[str | Path], classes_csv: str | Path | None = None) -> LabeledImages:
+    """Several training sets as one (``--train photos/ --train corrections/``), classes joined by name.
+
+    The classes are the first set's, in its order, then each further set's new names (sorted, as a
+    folder's are): a product photographed at the counter and corrected by the attendant is one class.
+    ``classes_csv`` names the ids of list files; folders keep their own sub-folder names.
+    """
+    if len(specs) == 1:
+        return load_labeled(specs[0], classes_csv)
+    sets = [load_labeled(spec, None if Path(spec).is_dir() else classes_csv, require_every_class=False)
+            for spec in specs]
+    classes: list[str] = []
+    for d in sets:
+        classes.extend(c for c in d.classes if c not in classes)
+    index = {name: i for i, name in enumerate(classes)}
+    samples = [Sample(s.path, index[d.classes[s.label]]) for d in sets for s in d.samples]
+    root = Path(os.path.commonpath([str(d.root.resolve()) for d in sets]))
+    merged = LabeledImages(Path(" + ".join(str(d.source) for d in sets)), root, classes, samples)
+    check_every_class(merged)
+    return merged
+
+
 def check_every_class(data: LabeledImages) -> None:
     empty = [name for name, n in zip(data.classes, data.counts()) if n == 0]
     if empty:

@@ -172,7 +172,8 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 
 def export_trained(model: nn.Module, labels: list[str], meta_extra: dict, out: str | Path,
                    image_size: int, *, name: str | None = None, weights_source: str = "finetune",
-                   weights_sha256: str | None = None, int8_calibration: str | Path | None = None) -> Path:
+                   weights_sha256: str | None = None, int8_calibration: str | Path | None = None,
+                   int8_activations: str = "auto") -> Path:
     """Write fine-tuned weights as the same TorchScript artifact `export-model` makes (trained=true).
 
     Inference will resize the short side to round(S*256/224) and centre-crop
@@ -180,6 +181,7 @@ def export_trained(model: nn.Module, labels: list[str], meta_extra: dict, out: s
     With ``int8_calibration`` (a folder or list file of photos) ``out`` is the
     INT8 artifact and its fp32 twin is written beside it as ``<stem>-fp32.pt``,
     so the two can be compared with `evaluate` on the same weights.
+    ``int8_activations``: see ``quantize.choose_recipe`` (auto: 8-bit on VNNI CPUs).
     """
     out = Path(out)
     model = model.to(memory_format=torch.contiguous_format).eval()
@@ -191,7 +193,7 @@ def export_trained(model: nn.Module, labels: list[str], meta_extra: dict, out: s
         return save_artifact(model, meta, out)
     from checkout_cam.model.quantize import save_int8_artifact
     save_artifact(model, replace(meta, name=meta.name + "-fp32"), out.with_name(out.stem + "-fp32.pt"))
-    return save_int8_artifact(model, meta, out, int8_calibration)
+    return save_int8_artifact(model, meta, out, int8_calibration, activations=int8_activations)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -307,7 +309,8 @@ def finetune(train: LabeledImages, val: LabeledImages | None, recipe: Recipe, ou
              max_pixels: int = 50_000_000, progress: bool = True,
              echo: Callable[[str], None] = tqdm.write,
              on_epoch_end: Callable[[EpochRecord], None] | None = None,
-             name: str | None = None, int8_calibration: str | Path | None = None) -> FinetuneResult:
+             name: str | None = None, int8_calibration: str | Path | None = None,
+             int8_activations: str = "auto") -> FinetuneResult:
     """Train, keep the best epoch on val (the last one without val), and export it to ``out``."""
     t_start = time.monotonic()
     if recipe.freeze not in FREEZE_CHOICES:
@@ -459,6 +462,7 @@ def finetune(train: LabeledImages, val: LabeledImages | None, recipe: Recipe, ou
         },
     }
     out = export_trained(model, labels, extra, out, recipe.image_size, name=name,
-                         weights_source=f"finetune:{init_source}", int8_calibration=int8_calibration)
+                         weights_source=f"finetune:{init_source}", int8_calibration=int8_calibration,
+                         int8_activations=int8_activations)
     return FinetuneResult(Path(out), labels, done, epochs_run, best_epoch, best_top1, history, skipped,
                           train_seconds)

@@ -3,8 +3,6 @@ imports torchvision (it only runs a saved artifact)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 

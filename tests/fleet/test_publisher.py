@@ -7,12 +7,11 @@ import time
 import cv2
 import numpy as np
 import paho.mqtt.client as mqtt
-import pytest
 
 from checkout_cam.fleet.publisher import MqttPublisher
 from checkout_cam.fleet.subscriber import EventSubscriber
 from checkout_cam.fleet.topics import Topics
-from checkout_cam.schema import ItemRecord, RunIdentity
+from checkout_cam.schema import RunIdentity
 from checkout_cam.sinks import EventLogSink
 from tests.fleet.conftest import Collector, drive_items, settings_for
 
