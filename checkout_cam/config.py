@@ -101,14 +101,34 @@ class ReviewConfig:
                                 min=0.0, max=1.0)
     smoothing_window: int = setting(5, "Results averaged to smooth probabilities (1 = no smoothing).",
                                     min=1, max=100)
-    stable_results: int = setting(5, "Consecutive results the smoothed top-1 label must hold "
-                                  "before an item event opens (at least 2: a label seen in one "
-                                  "frame is never an item).", min=2, max=1000)
+    stable_results: int = setting(5, "Consecutive classified results with the scanning area occupied "
+                                  "before an item event opens (at least 2: a blip of one frame is "
+                                  "never an item). The label flickering meanwhile does not matter.",
+                                  min=2, max=1000)
     empty_threshold: float = setting(12.0, "Mean absolute difference (0-255 levels) between the "
                                      "scanning area and the background below which the scene "
                                      "counts as empty.", min=0.0, max=255.0)
     empty_results: int = setting(3, "Consecutive empty results that close an open item event.",
                                  min=1, max=1000)
+    still_threshold: float = setting(1.5, "Mean absolute change (0-255 levels) of the scanning area's "
+                                     "thumbnail under which the scene counts as still (how the empty "
+                                     "lane is recognised).", min=0.0, max=255.0)
+    background_learn_s: float = setting(3.0, "At start (or after a resolution change), a scene still for "
+                                        "this long is learned as the empty lane.", min=0.1, max=600)
+    background_relearn_s: float = setting(20.0, "A scene that looks occupied but has been still for this "
+                                          "long is learned as the new empty lane (an item left lying, a "
+                                          "moved camera).", min=0.5, max=86400)
+    background_adapt_s: float = setting(5.0, "Time constant (s) with which the empty lane's background "
+                                        "follows slow light changes.", min=0.1, max=86400)
+    swap_threshold: float = setting(0.3, "Colour-signature distance (0-1) from the open item's at which "
+                                    "the item in view counts as another one (a swap without an empty "
+                                    "gap), when it lasts stable_results results.", min=0.0, max=1.0)
+    min_label_share: float = setting(0.6, "Flag an item for review (mixed_labels) when fewer of its "
+                                     "results than this share had its label as their top-1.",
+                                     min=0.0, max=1.0)
+    outage_gap_s: float = setting(1.0, "Frames further apart than this are a camera outage: the open "
+                                  "item closes at its last frame (camera_lost) and an outage record "
+                                  "is logged.", min=0.05, max=3600)
 
 
 @dataclass(frozen=True)

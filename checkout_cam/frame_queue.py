@@ -45,7 +45,8 @@ class FrameQueue:
         """Live: replace what waits (counted as dropped). Replay: wait for room; raise Stopped on stop."""
         with self._cond:
             if self.mode == "live":
-                if self._items and self._items[-1] is not END:
+                # Markers (``sticky``, e.g. a lost camera) are never replaced by a newer frame.
+                if self._items and self._items[-1] is not END and not getattr(self._items[-1], "sticky", False):
                     self._items.pop()
                     self.dropped += 1
             else:

@@ -12,7 +12,8 @@ class Frame:
     """One BGR uint8 image (H, W, 3) as OpenCV delivers it.
 
     ``timestamp`` is ``time.monotonic()`` at capture; ``video_time`` is the
-    position in seconds inside a recorded video (None for cameras/streams).
+    frame's presentation timestamp in seconds from the file's first frame
+    (None for cameras/streams).
     """
 
     image: np.ndarray = field(repr=False)

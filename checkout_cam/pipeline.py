@@ -78,6 +78,7 @@ class Pipeline:
         self.model_latency_ms = LatencyHistogram()  # the whole run, results the model computed (not reused)
         self.items = 0
         self.flagged = 0
+        self.outages = 0
         self.final_event: ItemEvent | None = None
         self.first_frame = threading.Event()
         self.first_result = threading.Event()
@@ -93,10 +94,12 @@ class Pipeline:
             gating = p.motion_gating and source.live
         self.gate = MotionGate(p.motion_threshold, cfg.preprocess.roi, p.motion_max_reuse_s) if gating else None
         self.capture = CaptureThread(source, self.frames, self.stop_event, on_frame=self._on_frame,
-                                     prepare=lambda f: classifier.preprocess([f.image]))
+                                     prepare=lambda f: classifier.preprocess([f.image]),
+                                     outage_gap_s=cfg.review.outage_gap_s)
         self.worker = InferenceWorker(classifier, self.frames, self.stop_event, self._on_result,
                                       top_k=cfg.model.top_k, poll_s=poll, on_end=self._on_worker_end,
-                                      gate=self.gate, batch_size=1 if source.live else p.replay_batch_size)
+                                      gate=self.gate, batch_size=1 if source.live else p.replay_batch_size,
+                                      on_marker=self._on_camera_lost)
 
     # ------------------------------------------------------------ thread callbacks
 
@@ -118,12 +121,22 @@ class Pipeline:
             self.latency_ms.add(result.latency_ms)
             self.model_latency_ms.add(result.latency_ms)
         self._count(decision.closed)
+        if decision.outage is not None:
+            self.outages += 1
         with self._lock:
             self._latest_decision = decision
         self.first_result.set()
         self.sinks(frame, decision)
         if self.decisions is not None:
             self.decisions.put((frame, decision))  # replay: blocks, never drops
+
+    def _on_camera_lost(self, marker) -> None:
+        closed, outage = self.policy.camera_lost(marker.reason)
+        self._count(closed)
+        if closed is not None:
+            self.sinks.close_event(closed)   # written now: a kill during the outage loses nothing
+        if outage is not None:
+            self.sinks.outage(outage)
 
     def _on_worker_end(self) -> None:
         # Close the item still in front of the camera, so nothing is lost at shutdown or end of video.
@@ -271,4 +284,4 @@ class Pipeline:
         return (f"camera {s.camera_fps:.1f} fps, inference {s.inference_fps:.1f} fps, latency p50 "
                 f"{self.latency_ms.get(50):.0f} ms p95 {self.latency_ms.get(95):.0f} ms, dropped "
                 f"{s.dropped}, model ran on {self._model_share()}, items {self.items} ({self.flagged} flagged), "
-                f"{errors}, camera {'online' if online else 'OFFLINE'}")
+                f"outages {self.outages}, {errors}, camera {'online' if online else 'OFFLINE'}")

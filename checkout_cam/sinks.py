@@ -16,16 +16,19 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable
 
+import av
 import cv2
+import numpy as np
 
 from checkout_cam.errors import CheckoutCamError
 from checkout_cam.frames import Frame
 from checkout_cam.render import OverlayRenderer, Status, replay_now
-from checkout_cam.review import Decision, ItemEvent
-from checkout_cam.schema import ItemRecord, RunIdentity
+from checkout_cam.review import Decision, ItemEvent, Outage, format_time
+from checkout_cam.schema import ItemRecord, OutageRecord, RunIdentity
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class EventLogSink:
         self.wall_clock_offset = wall_clock_offset
         self.written = 0
         self._once = _OnceEach()
+        self._last_outage: Outage | None = None
         # Item lines come from the inference thread, resolutions from MQTT's; serve's main thread reopens.
         self._lock = threading.Lock()
         self._closed = False
@@ -142,11 +146,28 @@ class EventLogSink:
     def __call__(self, frame: Frame, decision: Decision | None) -> None:
         if decision is not None and self._once.first_time(decision.closed):
             self._write(decision.closed)
+        if decision is not None and decision.outage is not None and decision.outage is not self._last_outage:
+            self.outage(decision.outage)
 
     def close_event(self, event: ItemEvent | None) -> None:
-        """Write an event closed outside a decision (ReviewPolicy.close() at shutdown)."""
+        """Write an event closed outside a decision (ReviewPolicy.close() at shutdown, camera lost)."""
         if self._once.first_time(event):
             self._write(event)
+
+    def outage(self, outage: Outage) -> None:
+        """One ``outage`` line: at its start (``end`` null) when the source reports it, and when frames
+        return (with ``end`` and ``duration_s``)."""
+        self._last_outage = outage
+        self.write_record(self.outage_record(outage))
+
+    def outage_record(self, outage: Outage) -> OutageRecord:
+        """The typed ``outage`` line for an outage (times as the item lines have them)."""
+        f = self.wall_clock_offset
+        return OutageRecord(lane_id=self.identity.lane_id, run_id=self.identity.run_id, source=self.source,
+                            start=format_time(outage.start, f),
+                            end=None if outage.end is None else format_time(outage.end, f),
+                            duration_s=outage.duration_s, reason=outage.reason, last_frame=outage.last_frame,
+                            item_closed=outage.item_closed)
 
     def record(self, event: ItemEvent) -> ItemRecord:
         """The typed line this log writes for an event (MQTT publishes the same object)."""
@@ -240,43 +261,80 @@ class StderrEventSink:
     def __call__(self, frame: Frame, decision: Decision | None) -> None:
         if decision is not None and self._once.first_time(decision.closed):
             self.log.log(self.level, "%s", describe(decision.closed))
+        if decision is not None and decision.outage is not None and decision.outage is not getattr(self, "_last_outage", None):
+            self._last_outage = decision.outage
+            self.outage(decision.outage)
 
     def close_event(self, event: ItemEvent | None) -> None:
         if self._once.first_time(event):
             self.log.log(self.level, "%s", describe(event))
 
+    def outage(self, outage: Outage) -> None:
+        if outage.end is None:
+            self.log.warning("camera lost (%s) after frame %s", outage.reason, outage.last_frame)
+        else:
+            self.log.warning("camera outage of %.1f s (%s) after frame %s", outage.duration_s, outage.reason,
+                             outage.last_frame)
+
 
 class VideoWriterSink:
-    """Writes every frame, annotated, to a video file (mp4v in .mp4 by default).
+    """Writes every frame, annotated, as H.264 (libx264 through PyAV, yuv420p, MP4 with the index at
+    the front), which browsers play; OpenCV's mp4v is MPEG-4 Part 2, which they do not.
 
-    Staleness is judged with ``replay_now``: in video time for recorded
-    video, capture time for cameras, so the file shows what was current when
-    each frame was taken. ``status`` (optional) gives the status line per frame.
+    Each frame is stamped with its own time (``Frame.time`` from the first
+    frame: the presentation timestamp for recorded video, capture time for
+    cameras), so the file has the input's duration and a variable frame rate
+    where the input has one; ``fps`` is only the nominal rate written in the
+    header. Staleness is judged with ``replay_now``, so the file shows what was
+    current when each frame was taken. ``status`` (optional) gives the status
+    line per frame. Frames of another size are scaled to ``size`` (the first
+    one's) and the change is logged once per new size.
     """
 
+    TIME_BASE = Fraction(1, 90000)   # the usual video clock: exact for 25/30/50/60 and for ms
+    CONTAINERS = (".mp4", ".mov", ".mkv")
+
     def __init__(self, path: str | Path, *, fps: float, size: tuple[int, int], renderer: OverlayRenderer,
-                 fourcc: str = "mp4v", status: Callable[[Frame], Status | None] | None = None):
+                 status: Callable[[Frame], Status | None] | None = None, crf: int = 23, preset: str = "veryfast"):
         self.path = Path(path)
         self.name = f"video {self.path}"
         self.size = (int(size[0]), int(size[1]))
         self.renderer = renderer
         self.status = status
         self.frames = 0
-        self._resized_warned = False
+        self._sizes_warned: set[tuple[int, int]] = set()
+        self._t0: float | None = None
+        self._last_pts = -1
+        self._last_time = 0.0
         if not fps or fps != fps or fps <= 0:
             raise CheckoutCamError(f"cannot write video {self.path}: fps must be > 0, got {fps} "
                                    f"(the source did not report its frame rate; give one explicitly)")
         if self.size[0] <= 0 or self.size[1] <= 0:
             raise CheckoutCamError(f"cannot write video {self.path}: size must be positive, got {size}")
+        if self.path.suffix.lower() not in self.CONTAINERS:
+            raise CheckoutCamError(f"cannot write video {self.path}: use a {', '.join(self.CONTAINERS)} name "
+                                   f"(H.264 with each frame's own timestamp; AVI cannot carry a variable rate)")
+        self.fps = float(fps)
+        # H.264 in 4:2:0 needs even dimensions: an odd last row/column is dropped.
+        self._enc_size = (self.size[0] - self.size[0] % 2, self.size[1] - self.size[1] % 2)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CheckoutCamError(f"cannot write video {self.path}: {exc.strerror or exc}") from None
-        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), float(fps), self.size)
-        if not self._writer.isOpened():
-            raise CheckoutCamError(f"cannot write video {self.path} ({fourcc}, {self.size[0]}x{self.size[1]} "
-                                   f"at {fps} fps): check the folder is writable and the suffix is .mp4")
-        self.fps = float(fps)
+            self._out = av.open(str(self.path), "w", options={"movflags": "+faststart"})
+        except (OSError, av.error.FFmpegError) as exc:
+            raise CheckoutCamError(f"cannot write video {self.path}: {getattr(exc, 'strerror', None) or exc}; "
+                                   f"check the folder is writable") from None
+        try:
+            stream = self._out.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            stream.width, stream.height = self._enc_size
+            stream.pix_fmt = "yuv420p"
+            stream.time_base = self.TIME_BASE
+            stream.codec_context.time_base = self.TIME_BASE
+            # Two encoder threads: the model needs the other cores more than the encoder does.
+            stream.options = {"crf": str(crf), "preset": preset, "threads": "2"}
+            self._stream = stream
+        except Exception:
+            self._out.close()
+            raise
 
     def __enter__(self) -> "VideoWriterSink":
         return self
@@ -285,24 +343,41 @@ class VideoWriterSink:
         self.close()
 
     def __call__(self, frame: Frame, decision: Decision | None) -> None:
-        if self._writer is None:
+        if self._out is None:
             raise CheckoutCamError(f"video {self.path} is closed; frame {frame.frame_id} not written")
         status = self.status(frame) if self.status is not None else None
         image = self.renderer.annotate(frame, decision, status, now=replay_now(frame, decision))
         if (image.shape[1], image.shape[0]) != self.size:
-            if not self._resized_warned:
-                logger.warning("frame %d is %dx%d but video %s is %dx%d: frames are resized", frame.frame_id,
-                               image.shape[1], image.shape[0], self.path, *self.size)
-                self._resized_warned = True
+            got = (image.shape[1], image.shape[0])
+            if got not in self._sizes_warned:
+                logger.warning("frame %d is %dx%d but video %s is %dx%d (the first frame's size): frames of "
+                               "this size are scaled to it", frame.frame_id, *got, self.path, *self.size)
+                self._sizes_warned.add(got)
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(image)
+        if self._enc_size != self.size:
+            image = image[: self._enc_size[1], : self._enc_size[0]]
+        if self._t0 is None:
+            self._t0 = frame.time
+        t = frame.time - self._t0
+        pts = max(int(round(t / self.TIME_BASE)), self._last_pts + 1)   # strictly increasing, as muxers need
+        self._last_pts, self._last_time = pts, t
+        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        out.pts, out.time_base = pts, self.TIME_BASE
+        for packet in self._stream.encode(out):
+            self._out.mux(packet)
         self.frames += 1
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-            logger.info("wrote %s (%d frames, %dx%d at %.2f fps)", self.path, self.frames, *self.size, self.fps)
+        if self._out is None:
+            return
+        try:
+            for packet in self._stream.encode(None):
+                self._out.mux(packet)
+        finally:
+            self._out.close()
+            self._out = None
+        logger.info("wrote %s (%d frames, %dx%d, H.264, %.2f s)", self.path, self.frames, *self._enc_size,
+                    self._last_time)
 
 
 @dataclass(frozen=True)
@@ -400,6 +475,17 @@ class SinkGroup:
                 self._failed(sink, "the final event", lost_event=True)
             else:
                 self._succeeded(sink)
+
+    def outage(self, outage: Outage) -> None:
+        """Hand an outage the source reported to every sink that logs outages."""
+        for sink in self.sinks:
+            handler = getattr(sink, "outage", None)
+            if handler is None:
+                continue
+            try:
+                handler(outage)
+            except Exception:
+                self._failed(sink, "an outage")
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -16,13 +16,15 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterator
 from urllib.parse import urlsplit
 
 import cv2
 
 from checkout_cam.errors import CheckoutCamError
 from checkout_cam.frames import Frame
+from checkout_cam.video_file import DecodeReport, VideoFile
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +52,27 @@ def quiet_video_backends() -> None:
             os.environ["OPENCV_LOG_LEVEL"] = "ERROR"
 
 
+@dataclass(frozen=True)
+class CameraLost:
+    """Put in the frame stream when a live source loses its camera, so the item in view is closed at
+    once (a kill during the outage must not lose it). Never dropped by the live frame queue."""
+
+    reason: str
+    sticky: ClassVar[bool] = True
+
+
 class FrameSource(ABC):
-    """An iterator of Frames. ``live`` sources deliver at their own pace and may drop."""
+    """An iterator of Frames. ``live`` sources deliver at their own pace and may drop.
+
+    ``on_offline`` (set by the capture thread) is called with a reason when a
+    live source that was delivering loses its camera."""
 
     name: str = "source"
     live: bool = False
     fps: float | None = None
     frame_count: int | None = None  # known only for files
     online: bool = True
+    on_offline: Callable[[str], None] | None = None
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]: ...
@@ -74,8 +89,12 @@ class FrameSource(ABC):
 
 class VideoFileSource(FrameSource):
     """A recorded video. Replay: every decodable frame, as fast as it decodes.
-    ``realtime``: paced at the file's own fps, like a camera (frames are not
-    waited for: a slow consumer makes the frame queue drop, as with a camera).
+    ``realtime``: paced by the frames' own timestamps, like a camera (frames are
+    not waited for: a slow consumer makes the frame queue drop, as with a camera).
+
+    ``Frame.video_time`` is each frame's presentation timestamp in seconds from
+    the first frame (``checkout_cam.video_file`` says how, and why PyAV);
+    frames that fail to decode are skipped and counted in ``report``.
     """
 
     def __init__(self, path: str | Path, *, realtime: bool = False, stop: threading.Event | None = None,
@@ -87,46 +106,46 @@ class VideoFileSource(FrameSource):
         self.live = realtime
         self.loop = loop
         self._stop = stop or threading.Event()
-        self._cap = cv2.VideoCapture(str(self.path))
-        if not self._cap.isOpened():
-            raise CheckoutCamError(f"{self.path}: cannot open as video (unsupported format or corrupt)")
-        fps = self._cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if fps and fps > 0 and fps < 1000 else 30.0
-        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        self.frame_count = count if count > 0 else None
-        self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self._cap: VideoFile | None = VideoFile(self.path)
+        self.fps = self._cap.fps or 30.0        # the stated rate; times come from the frames
+        self.frame_count = self._cap.frame_count
+        self.duration = self._cap.duration
+        self.width, self.height = self._cap.width, self._cap.height
+        self.report: DecodeReport = self._cap.report
 
     def __iter__(self) -> Iterator[Frame]:
         frame_id = 0
-        index_in_file = 0
         start = time.monotonic()
+        loop_offset = 0.0  # video time stays continuous across loops
         try:
-            while not self._stop.is_set():
-                ok, image = self._cap.read()
-                if not ok or image is None:
-                    if self.loop and index_in_file > 0:
-                        # Reopen rather than seek: seeking H.264 to 0 is unreliable in some builds.
-                        self._cap.release()
-                        self._cap = cv2.VideoCapture(str(self.path))
-                        index_in_file = 0
-                        continue
-                    break
-                if self.live:
-                    # Pace on a fixed schedule so timing errors do not accumulate.
-                    delay = start + frame_id / self.fps - time.monotonic()
-                    if delay > 0 and self._stop.wait(delay):
+            while not self._stop.is_set() and self._cap is not None:
+                last = None
+                for image, t in self._cap.frames():
+                    if self._stop.is_set():
                         break
-                yield Frame(image=image, frame_id=frame_id, timestamp=time.monotonic(), source=self.name,
-                            video_time=frame_id / self.fps)  # continuous across loops
-                frame_id += 1
-                index_in_file += 1
+                    video_time = loop_offset + t
+                    if self.live:
+                        # Pace on the file's own clock from one start, so timing errors do not accumulate.
+                        delay = start + video_time - time.monotonic()
+                        if delay > 0 and self._stop.wait(delay):
+                            break
+                    yield Frame(image=image, frame_id=frame_id, timestamp=time.monotonic(), source=self.name,
+                                video_time=video_time)
+                    frame_id += 1
+                    last = t
+                if not self.loop or last is None or self._stop.is_set():
+                    break
+                step = 1.0 / self.fps
+                loop_offset += last + step
+                self._cap.close()
+                self._cap = VideoFile(self.path)
+                self.report = self._cap.report
         finally:
             self.close()
 
     def close(self) -> None:
         if self._cap is not None:
-            self._cap.release()
+            self._cap.close()
             self._cap = None
 
 
@@ -264,6 +283,8 @@ class CameraSource(FrameSource):
     def _went_offline(self, why: str, backoff: float) -> None:
         if self.online:
             logger.warning("%s; camera offline, retrying in %.1f s", why, backoff)
+            if self.on_offline is not None:
+                self.on_offline(why)
         else:
             logger.info("%s; retrying in %.1f s", why, backoff)
         self.online = False

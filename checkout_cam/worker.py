@@ -20,7 +20,7 @@ from checkout_cam.frames import Frame
 from checkout_cam.model import Classifier
 from checkout_cam.gating import MotionGate
 from checkout_cam.results import Classification, InferenceResult
-from checkout_cam.sources import FrameSource
+from checkout_cam.sources import CameraLost, FrameSource
 from checkout_cam.stats import FrameRateMeter, RateMeter
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class CaptureThread(threading.Thread):
 
     def __init__(self, source: FrameSource, frames: FrameQueue, stop: threading.Event,
                  on_frame: Callable[[Frame], None] | None = None,
-                 prepare: Callable[[Frame], Any] | None = None):
+                 prepare: Callable[[Frame], Any] | None = None, outage_gap_s: float | None = None):
         super().__init__(name="capture", daemon=True)
         self.source = source
         self.frames = frames
@@ -41,14 +41,24 @@ class CaptureThread(threading.Thread):
         self.on_frame = on_frame
         # Preprocessing here overlaps it with inference of the previous frame in the worker.
         self.prepare = prepare
+        # A live source that loses its camera says so through the queue, in order with the frames.
+        source.on_offline = lambda why: frames.put(CameraLost(why))
+        # Live: a gap between frames the camera delivered is an outage (the inference worker sees fewer
+        # frames than the camera sends, so only this thread can tell a gap from a dropped frame).
+        self.outage_gap_s = outage_gap_s if source.live else None
         self.meter = FrameRateMeter()
         self.heartbeat = time.monotonic()
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
+            last = None
             for frame in self.source:
                 self.heartbeat = time.monotonic()
+                if self.outage_gap_s is not None and last is not None and \
+                        frame.timestamp - last > self.outage_gap_s:
+                    self.frames.put(CameraLost(f"no frames for {frame.timestamp - last:.1f} s"))
+                last = frame.timestamp
                 self.meter.tick(frame.timestamp)
                 if self.on_frame is not None:
                     self.on_frame(frame)
@@ -78,7 +88,7 @@ class InferenceWorker(threading.Thread):
     def __init__(self, classifier: Classifier, frames: FrameQueue, stop: threading.Event,
                  handle: ResultHandler, *, top_k: int = 3, poll_s: float = 0.1,
                  on_end: Callable[[], None] | None = None, gate: MotionGate | None = None,
-                 batch_size: int = 1):
+                 batch_size: int = 1, on_marker: Callable[[CameraLost], None] | None = None):
         super().__init__(name="inference", daemon=True)
         self.classifier = classifier
         self.frames = frames
@@ -87,6 +97,7 @@ class InferenceWorker(threading.Thread):
         self.top_k = top_k
         self.poll_s = poll_s
         self.on_end = on_end
+        self.on_marker = on_marker
         self.gate = gate
         # Live keeps 1 (latency); replay batches frames that are already waiting (throughput).
         self.batch_size = max(1, batch_size)
@@ -155,6 +166,14 @@ class InferenceWorker(threading.Thread):
         exc = sys.exc_info()[1]
         return f"{type(exc).__name__}: {exc}"
 
+    def _marker(self, marker: CameraLost) -> None:
+        if self.on_marker is None:
+            return
+        try:
+            self.on_marker(marker)
+        except Exception:
+            logger.exception("handling the camera loss failed")
+
     def run(self) -> None:
         try:
             while not self.stop_event.is_set():
@@ -165,7 +184,10 @@ class InferenceWorker(threading.Thread):
                     continue
                 if item is END:
                     break
-                items, ended = [item], False
+                if isinstance(item, CameraLost):
+                    self._marker(item)
+                    continue
+                items, ended, marker = [item], False, None
                 while len(items) < self.batch_size:  # replay: take what is already waiting
                     try:
                         more = self.frames.get(timeout=0)
@@ -173,6 +195,9 @@ class InferenceWorker(threading.Thread):
                         break
                     if more is END:
                         ended = True
+                        break
+                    if isinstance(more, CameraLost):
+                        marker = more   # handled after the frames before it
                         break
                     items.append(more)
                 stopped = False
@@ -187,6 +212,8 @@ class InferenceWorker(threading.Thread):
                         break
                     except Exception:
                         logger.exception("handling the result of frame %d failed", frame.frame_id)
+                if marker is not None and not stopped:
+                    self._marker(marker)
                 if stopped or ended:
                     break
         except Stopped:

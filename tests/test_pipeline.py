@@ -15,7 +15,8 @@ def _scene(i: int) -> np.ndarray:
 
 
 def _pipeline(n, clf, cfg=None, **kw):
-    cfg = cfg or override(Config(), "review.empty_threshold", 0.5)
+    # The empty lane is learned from its first 0.2 s of stillness (frames 0-6).
+    cfg = cfg or override(override(Config(), "review.empty_threshold", 0.5), "review.background_learn_s", 0.2)
     policy = ReviewPolicy(cfg.review, trained=clf.trained, labels=clf.labels, top_k=cfg.model.top_k)
     return Pipeline(FrameSourceStub(n, image_fn=_scene), clf, policy, cfg, **kw)
 
@@ -76,6 +77,56 @@ def test_status_and_health():
     assert "items" in p.stats_line()
     p.shutdown()
     assert not p.healthy(max_silence_s=5.0)  # threads have ended
+
+
+class _GapSource(FrameSourceStub):
+    """A live camera whose frames stop for 2 s after frame 29 (timestamps as captured)."""
+
+    def __iter__(self):
+        from checkout_cam.frames import Frame
+        for i in range(self.n):
+            time.sleep(0.002)
+            yield Frame(_scene(i), frame_id=i, timestamp=100.0 + i / 30 + (2.0 if i >= 30 else 0.0), source="gap")
+
+
+class _Recorder:
+    def __init__(self):
+        self.closed, self.outages = [], []
+
+    def __call__(self, frame, decision):
+        if decision is not None and decision.closed is not None and decision.closed not in self.closed:
+            self.closed.append(decision.closed)
+        if decision is not None and decision.outage is not None:
+            self.outages.append(decision.outage)
+
+    def close_event(self, event):
+        if event is not None and event not in self.closed:
+            self.closed.append(event)
+
+    def outage(self, outage):
+        self.outages.append(outage)
+
+
+def test_a_live_camera_gap_closes_the_item_at_its_last_frame_and_reports_the_outage():
+    cfg = override(override(Config(), "review.empty_threshold", 0.5), "review.background_learn_s", 0.2)
+    clf = FakeClassifier()
+    policy = ReviewPolicy(cfg.review, trained=True, labels=clf.labels, capture_clock=True)
+    rec = _Recorder()
+    src = _GapSource(50, live=True)
+    p = Pipeline(src, clf, policy, cfg, sinks=[rec]).start()
+    deadline = time.monotonic() + 20
+    while not p.finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p.shutdown()
+    lost = [e for e in rec.closed if e.closed_by == "camera_lost"]
+    assert len(lost) == 1 and lost[0].frame_end <= 29 and "camera_lost" in lost[0].review_reasons
+    assert lost[0].t_end <= 100.0 + 29 / 30 + 1e-6          # not stretched over the blind gap
+    starts = [o for o in rec.outages if o.end is None]
+    ends = [o for o in rec.outages if o.end is not None]
+    assert len(starts) == 1 and len(ends) == 1 and starts[0].item_closed == lost[0].id
+    assert ends[0].end - ends[0].start >= 2.0 and p.outages == 1
+    after = [e for e in rec.closed if e.frame_start >= 30]
+    assert after and after[0].closed_by == "end"            # the item seen after the gap is a new event
 
 
 def test_health_names_a_failing_sink_and_turns_the_watchdog_view_off_after_the_grace():

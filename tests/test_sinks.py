@@ -175,7 +175,8 @@ def test_video_writer_output_reopens_with_the_right_count_size_and_fps(tmp_path)
     cap = cv2.VideoCapture(str(path))
     try:
         assert cap.isOpened()
-        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(29.97, abs=0.01)
+        # The rate follows the frames' own times (i / 30 s), not the nominal fps given.
+        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(30.0, abs=0.01)
         assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (320, 240)
         decoded = []
         while True:
@@ -210,6 +211,30 @@ def test_video_writer_errors_are_clear(tmp_path):
     blocker.write_text("")
     with pytest.raises(CheckoutCamError, match="cannot write video .*file/v.mp4"):
         VideoWriterSink(blocker / "v.mp4", fps=30, size=(320, 240), renderer=r)
+
+
+def _pts(path):
+    import av
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == "h264" and s.codec_context.pix_fmt == "yuv420p"  # browsers play it
+        return [float(f.pts * s.time_base) for f in c.decode(s)]
+
+
+def test_video_writer_follows_variable_frame_times(tmp_path):
+    """A VFR input (gaps, bursts) comes out with each frame at its own time, not at a fixed rate."""
+    times = [0.0, 0.04, 0.08, 0.5, 0.52, 0.54, 2.0, 2.033]
+    path = tmp_path / "vfr.mp4"
+    with VideoWriterSink(path, fps=25, size=(320, 240), renderer=OverlayRenderer(model_name="m", trained=True)) as s:
+        for i, t in enumerate(times):
+            f = frame(i)
+            s(Frame(f.image, frame_id=i, timestamp=50.0 + t, source="t", video_time=t), None)
+    assert _pts(path) == pytest.approx(times, abs=1e-4)
+
+
+def test_video_writer_refuses_containers_without_timestamps(tmp_path):
+    with pytest.raises(CheckoutCamError, match="AVI cannot carry"):
+        VideoWriterSink(tmp_path / "v.avi", fps=30, size=(320, 240), renderer=OverlayRenderer(model_name="m", trained=True))
 
 
 def test_a_failing_event_log_is_counted_and_the_lost_events_too(tmp_path):

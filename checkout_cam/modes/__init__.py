@@ -42,7 +42,8 @@ def build_parts(cfg: Config, stop: threading.Event, *, realtime: bool | None = N
                          stall_timeout_s=s.stall_timeout_s, loop=s.loop)
     identity = RunIdentity(cfg.serve.lane_id)
     policy = ReviewPolicy(cfg.review, trained=clf.trained, labels=clf.labels, roi=cfg.preprocess.roi,
-                          top_k=cfg.model.top_k, identity=identity)
+                          top_k=cfg.model.top_k, identity=identity,
+                          capture_clock=source.live)  # live/serve: when the frame was captured
     renderer = OverlayRenderer(model_name=clf.name, trained=clf.trained, top_k=cfg.model.top_k,
                                stale_after_ms=cfg.render.stale_after_ms, font_scale=cfg.render.font_scale,
                                roi=cfg.preprocess.roi)

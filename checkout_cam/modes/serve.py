@@ -28,8 +28,28 @@ from checkout_cam.modes import build_parts, stop_on_signals
 from checkout_cam.notify import SystemdNotifier
 from checkout_cam.pipeline import Pipeline
 from checkout_cam.sinks import EventLogSink, StderrEventSink
+from checkout_cam.sources import CameraSource
 
 logger = logging.getLogger(__name__)
+
+
+class OutageToMqtt:
+    """Each outage line of the event log also goes to MQTT's ``outage`` topic (through the outbox): at
+    its start when the camera is lost, and when frames return."""
+
+    name = "mqtt outages"
+
+    def __init__(self, mqtt, log: EventLogSink):
+        self.mqtt, self.log = mqtt, log
+        self._last = None
+
+    def __call__(self, frame, decision) -> None:
+        if decision is not None and decision.outage is not None and decision.outage is not self._last:
+            self.outage(decision.outage)
+
+    def outage(self, outage) -> None:
+        self._last = outage
+        self.mqtt.publish_record("outage", self.log.outage_record(outage))
 
 
 def status_text(pipeline: Pipeline, health=None) -> str:
@@ -61,7 +81,9 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
     notifier = notifier or SystemdNotifier()
     # A source that is a file is paced like a camera: serve is for live input.
     parts = parts or build_parts(cfg, stop, realtime=True)
-    offset = time.time() - time.monotonic()  # monotonic capture times -> wall clock for the log
+    # Monotonic capture times -> wall clock for the log, with one offset taken at start: times never go
+    # back and durations are exact whatever NTP does; a clock set after start is not followed (restart).
+    offset = time.time() - time.monotonic()
     log = EventLogSink(cfg.serve.log_path, max_bytes=cfg.serve.log_max_bytes, backups=cfg.serve.log_backups,
                        source=parts.source.name, model=parts.classifier.info(),
                        policy=parts.policy.policy_dict(), wall_clock_offset=offset,
@@ -76,9 +98,14 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
         # The attendant's answers (MQTT) show on the live picture and in the API.
         web = LaneWeb(cfg, parts, engine, listen, wall_clock_offset=offset,
                       resolutions=mqtt.recent_resolution if mqtt else None)
+    extra = [mqtt, OutageToMqtt(mqtt, log)] if mqtt else []
     pipeline = Pipeline(parts.source, engine.lane(parts.identity.lane_id), parts.policy, cfg,
-                        sinks=[log, StderrEventSink()] + ([mqtt] if mqtt else []) + ([web.feed] if web else []),
+                        sinks=[log, StderrEventSink()] + extra + ([web.feed] if web else []),
                         stop=stop)
+    if not isinstance(parts.source, CameraSource):
+        logger.info("source %s is a file played in real time: event times are the wall clock (UTC) when each "
+                    "frame was shown; video_t_start/video_t_end in each line give the place in the file",
+                    parts.source.name)
     untrained = "" if parts.classifier.trained else " UNTRAINED model:"
     logger.info("serving%s %s on %s, events to %s", untrained, parts.classifier.name, parts.source.name,
                 cfg.serve.log_path)

@@ -92,6 +92,8 @@ def drive_items(sinks, items: list[tuple[int, list[float]]], *, lane_id: str = "
     identity = identity or RunIdentity(lane_id)
     policy = ReviewPolicy(ReviewConfig(stable_results=2, empty_results=2, smoothing_window=1), trained=trained,
                           labels=LABELS, identity=identity)
+    # The empty lane is known (as a lane that ran a while has learned it), so items start at once.
+    policy.set_background(_frame(0, 0).image)
     i = 0
 
     def step(value, index, prob):

@@ -21,7 +21,7 @@ ACL = (REPO / "docs" / "mqtt" / "acl.conf").read_text()
 PASSWORDS = {"laneA": "pw-a", "laneB": "pw-b", "store-it": "pw-it", "console": "pw-console"}
 
 
-def test_a_wrong_password_is_a_clear_error_and_the_lane_keeps_logging(tmp_path, random_artifact, videos):
+def test_a_wrong_password_is_a_clear_error_and_the_lane_keeps_logging(tmp_path, random_artifact, lane_video):
     secret = tmp_path / "laneA.pw"
     secret.write_text("not-the-password\n")
     it_secret = tmp_path / "it.pw"
@@ -29,7 +29,7 @@ def test_a_wrong_password_is_a_clear_error_and_the_lane_keeps_logging(tmp_path, 
     with Broker(tmp_path, passwords=PASSWORDS) as broker:
         consumer = Consumer(tmp_path, broker.port, extra=["--username", "store-it", "--password-file", str(it_secret)])
         extra = f"  username: laneA\n  password_file: {secret}\n"
-        lane = Lane(tmp_path, "laneA", videos / "cup.mp4", random_artifact, broker.port, extra=extra).start()
+        lane = Lane(tmp_path, "laneA", lane_video, random_artifact, broker.port, extra=extra).start()
         try:
             assert lane.err.wait_for("refused the connection", timeout=60), lane.text[-3000:]
             assert lane.wait_items(1, timeout=60), lane.text[-3000:]   # still classifying and logging

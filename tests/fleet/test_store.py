@@ -27,11 +27,12 @@ def wait_for_client(broker: Broker, client_id: str, timeout: float = 20) -> bool
     return False
 
 
-def test_two_lanes_through_broker_outages_and_lane_crashes_lose_nothing(tmp_path, random_artifact, videos):
+def test_two_lanes_through_broker_outages_and_lane_crashes_lose_nothing(tmp_path, random_artifact, lane_video):
     broker = Broker(tmp_path).start()
-    # Lane A (cup.mp4: an item every few seconds) is the one that crashes; lane B (box.mp4) one per loop.
-    lanes = [Lane(tmp_path, "laneA", videos / "cup.mp4", random_artifact, broker.port),
-             Lane(tmp_path, "laneB", videos / "box.mp4", random_artifact, broker.port)]
+    # Both lanes play a composed lane (an item every 2.7 s after 4 s empty; box.mp4 and cup.mp4 hold one
+    # item each, so they no longer make many events); lane A is the one that crashes.
+    lanes = [Lane(tmp_path, "laneA", lane_video, random_artifact, broker.port),
+             Lane(tmp_path, "laneB", lane_video, random_artifact, broker.port)]
     a, b = lanes
     consumer = Consumer(tmp_path, broker.port)
     t0 = time.monotonic()

@@ -23,9 +23,11 @@ def test_replay_box_writes_every_frame_and_an_event_log(random_artifact, videos,
     out, log = tmp_path / "box.mp4", tmp_path / "events.jsonl"
     rc = main(["replay", str(videos / "box.mp4"), "--model", str(random_artifact), "--out", str(out),
                "--log", str(log), "--no-progress"])
-    assert rc == 0
+    # box.mp4 holds one frame that does not decode (456 packets, 455 frames, as ffmpeg also finds):
+    # replay says so and exits 3 (it used to exit 0 without a word).
+    assert rc == 3
     summary = capsys.readouterr().out
-    assert "replay: 455 frames" in summary
+    assert "replay: 455 frames" in summary and "PARTIAL: decoded 455 of 456 frames" in summary
     cap = cv2.VideoCapture(str(out))
     src = cv2.VideoCapture(str(videos / "box.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 640 and int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == 480
@@ -78,3 +80,49 @@ def test_motion_gating_does_not_change_the_item_events(random_artifact, videos, 
     key = lambda e: (e["label"], e["frame_start"], e["frame_end"], e["review"], e["review_reasons"])
     assert [key(e) for e in _events(plain)] == [key(e) for e in _events(gated)]
     assert _events(plain)  # there is something to compare
+
+
+def _pts(path):
+    import av
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return s.codec_context.name, [float(f.pts * s.time_base) for f in c.decode(s)]
+
+
+def test_truncated_input_is_partial_exit_3_unless_allowed(random_artifact, clips, tmp_path, capsys):
+    args = ["replay", str(clips["truncated"]), "--model", str(random_artifact), "--no-progress"]
+    assert main(args) == 3
+    out = capsys.readouterr().out
+    assert "replay: 133 frames" in out and "PARTIAL" in out and "ended at" in out
+    assert main(args + ["--allow-partial"]) == 0
+
+
+@pytest.mark.parametrize("clip, tolerance", [("vfr", 1e-3), ("lying_avi", 0.04)])
+def test_replay_video_and_events_follow_the_real_timestamps(random_artifact, clips, tmp_path, clip, tolerance):
+    """Within one frame interval of ffprobe's times (the AVI's last frame time is ffmpeg's guess, 20 ms
+    off its 40 ms grid); the header's fps would put the AVI's events at half their time."""
+    from tests.helpers.clips import probe_times
+    out, log = tmp_path / "annotated.mp4", tmp_path / "e.jsonl"
+    assert main(["replay", str(clips[clip]), "--model", str(random_artifact), "--out", str(out),
+                 "--log", str(log), "--no-progress"]) == 0
+    truth = probe_times(clips[clip])
+    codec, written = _pts(out)
+    assert codec == "h264" and len(written) == len(truth)
+    assert max(abs(a - b) for a, b in zip(written, truth)) <= tolerance + 1e-6
+    events = _events(log)
+    assert events
+    for e in events:
+        assert e["t_start"] == pytest.approx(truth[e["frame_start"]], abs=tolerance + 1e-6)
+        assert e["t_end"] == pytest.approx(truth[e["frame_end"]], abs=tolerance + 1e-6)
+
+
+def test_replay_refuses_an_existing_log_unless_append(random_artifact, clips, tmp_path, capsys):
+    log = tmp_path / "e.jsonl"
+    args = ["replay", str(clips["vfr"]), "--model", str(random_artifact), "--log", str(log), "--no-progress"]
+    assert main(args) == 0
+    first = _events(log)
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err and _events(log) == first
+    assert main(args + ["--append"]) == 0
+    both = _events(log)
+    assert len(both) == 2 * len(first) and len({e["run_id"] for e in both}) == 2

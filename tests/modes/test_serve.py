@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -92,7 +93,38 @@ def test_serve_speaks_notify_and_stops_cleanly_on_sigterm(tmp_path, random_artif
     last = events[-1]
     assert last["type"] == "item" and last["model"]["trained"] is False
     assert isinstance(last["t_start"], str) and "T" in last["t_start"]  # ISO 8601 wall time
+    # A file played in serve: the wall clock when its frames were shown, and where in the file.
+    start = datetime.fromisoformat(last["t_start"])
+    assert abs((datetime.now(timezone.utc) - start).total_seconds()) < 120   # not boot time + video seconds
+    assert last["clock"].startswith("wall") and 0 <= last["video_t_start"] <= last["video_t_end"] <= 15.2
     assert "item " in err.text  # the journald line for the event
+
+
+def test_a_camera_lost_mid_item_is_written_at_once_and_survives_a_kill(tmp_path, random_artifact, videos):
+    """The item in view closes at its last frame when the camera drops, and is in the log with the
+    outage record before the camera returns, so a kill during the outage loses nothing."""
+    log = tmp_path / "events.jsonl"
+    with StreamServer(videos / "box.mp4") as server:
+        proc, err = _serve(tmp_path, random_artifact, server.url)
+        try:
+            assert err.wait_for("first frame read", timeout=60), err.text
+            time.sleep(4)  # box.mp4 moves from its first frames: the item opens within a second
+            server.stop()
+            assert err.wait_for("camera lost", timeout=20), err.text
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and '"outage"' not in (log.read_text() if log.exists() else ""):
+                time.sleep(0.1)
+            proc.kill()   # SIGKILL, during the outage
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["type"] for x in lines] == ["item", "outage"], err.text
+    item, outage = lines
+    assert item["closed_by"] == "camera_lost" and "camera_lost" in item["review_reasons"]
+    assert outage["item_closed"] == item["id"] and outage["end"] is None and outage["last_frame"] == item["frame_end"]
+    assert outage["start"] == item["t_end"] and outage["run_id"] == item["run_id"]
 
 
 def test_serve_without_a_model_says_how_to_make_one(tmp_path, videos):
@@ -159,6 +191,33 @@ def test_serve_survives_a_dropped_camera(tmp_path, random_artifact, videos):
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 0 and took < 10.0, err.text  # hang guard
+
+
+def test_outage_lines_go_to_mqtt_as_they_go_to_the_log(tmp_path):
+    from checkout_cam.modes.serve import OutageToMqtt
+    from checkout_cam.review import Outage
+    from checkout_cam.schema import OutageRecord, record_from_dict
+    from checkout_cam.sinks import EventLogSink
+
+    class FakeMqtt:
+        def __init__(self):
+            self.sent = []
+
+        def publish_record(self, kind, record):
+            self.sent.append((kind, record))
+
+    mqtt = FakeMqtt()
+    with EventLogSink(tmp_path / "e.jsonl", max_bytes=10**6, backups=1, source="rtsp://cam", model={}, policy={},
+                      wall_clock_offset=1_700_000_000.0) as log:
+        sink = OutageToMqtt(mqtt, log)
+        start = Outage(start=10.0, end=None, reason="camera stopped", last_frame=41, item_closed=None)
+        log.outage(start)
+        sink.outage(start)
+    assert [k for k, _ in mqtt.sent] == ["outage"]
+    record = mqtt.sent[0][1]
+    assert isinstance(record, OutageRecord) and record.end is None and record.last_frame == 41
+    line = json.loads((tmp_path / "e.jsonl").read_text())
+    assert record_from_dict(line).to_dict() == record.to_dict()   # the same line on both
 
 
 def test_serve_is_ready_without_its_camera_and_says_so(tmp_path, random_artifact):
