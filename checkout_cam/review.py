@@ -50,7 +50,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import cv2
 import numpy as np
 
 from checkout_cam.config import ReviewConfig
