@@ -116,7 +116,7 @@ def product_photos(grocery: Path, n: int) -> tuple[list[np.ndarray], list[str]]:
     for line in (grocery / "classes.csv").read_text().splitlines()[1:]:
         parts = [p.strip() for p in line.split(",")]
         names[parts[1]] = parts[0]
-    seen, photos, labels = set(), [], []
+    seen, photos = set(), []
     for listing in ("val.txt", "train.txt"):
         for line in (grocery / listing).read_text().splitlines():
             rel, fine = [s.strip() for s in line.split(",")[:2]]
