@@ -10,7 +10,6 @@ be used.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -21,6 +20,7 @@ from checkout_cam.console.ingest import Ingest
 from checkout_cam.console.service import Console
 from checkout_cam.console.store import Store
 from checkout_cam.errors import CheckoutCamError
+from checkout_cam.web.address import is_loopback  # the lane web service's bind rule, shared
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +41,6 @@ class ConsoleOptions:
     tls_key: str | None = None
     keep_days: float = 90.0
     session_hours: float = 12.0
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, users: int, tls: bool) -> None:

@@ -3,7 +3,6 @@
 import importlib.util
 import subprocess
 import sys
-import time
 
 import cv2
 import httpx
@@ -12,6 +11,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.fakes import FakeClassifier
+from tests.helpers.http import wait_ready
 from tests.web.conftest import running
 
 
@@ -42,13 +42,7 @@ def test_the_seed_baseline_is_flask_with_the_same_top3_shape(bench_http, grocery
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
+        wait_ready(url)
         p = grocery_images[0]
         r = httpx.post(url + "/predict", files={"image": (p.name, p.read_bytes())}, timeout=30)
         assert r.status_code == 200

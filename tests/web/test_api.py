@@ -15,6 +15,7 @@ import pytest
 
 from checkout_cam.images import read_image
 from tests.conftest import REPO
+from tests.helpers.http import wait_ready
 from tests.test_engine import HeldClassifier
 from tests.web.conftest import make_cfg, running
 
@@ -326,7 +327,6 @@ def test_config_checks_the_http_settings():
 
 def test_the_web_command_serves_photos_and_stops_on_sigterm(random_artifact, grocery_images):
     import signal
-    import time
 
     from tests.web.test_serve_http import free_port
 
@@ -336,13 +336,7 @@ def test_the_web_command_serves_photos_and_stops_on_sigterm(random_artifact, gro
                             stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
+        wait_ready(url)
         p = grocery_images[0]
         r = httpx.post(url + "/predict", files={"image": (p.name, p.read_bytes())}, timeout=30)
         assert r.status_code == 200 and len(r.json()["top"]) == 3
