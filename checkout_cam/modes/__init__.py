@@ -44,10 +44,14 @@ def build_parts(cfg: Config, stop: threading.Event, *, realtime: bool | None = N
     policy = ReviewPolicy(cfg.review, trained=clf.trained, labels=clf.labels, roi=cfg.preprocess.roi,
                           top_k=cfg.model.top_k, identity=identity,
                           capture_clock=source.live)  # live/serve: when the frame was captured
-    renderer = OverlayRenderer(model_name=clf.name, trained=clf.trained, top_k=cfg.model.top_k,
-                               stale_after_ms=cfg.render.stale_after_ms, font_scale=cfg.render.font_scale,
-                               roi=cfg.preprocess.roi)
-    return Parts(clf, source, policy, renderer, identity)
+    return Parts(clf, source, policy, renderer_for(cfg, clf), identity)
+
+
+def renderer_for(cfg: Config, clf: Classifier) -> OverlayRenderer:
+    """The overlay of a lane (``cfg``: its config, whose ROI the overlay outlines)."""
+    return OverlayRenderer(model_name=clf.name, trained=clf.trained, top_k=cfg.model.top_k,
+                           stale_after_ms=cfg.render.stale_after_ms, font_scale=cfg.render.font_scale,
+                           roi=cfg.preprocess.roi)
 
 
 def check_source_uri(uri: str) -> None:

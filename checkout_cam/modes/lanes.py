@@ -18,8 +18,12 @@ frames waiting from several lanes go into one model call.
 - **Health.** The watchdog is pinged only while every lane's threads loop and
   the engine thread does (``LaneSet.health``); a lane whose camera is offline
   is reported, not restarted (restarting would not bring the camera back).
-- **The web layer** (``serve --http``) runs with the single-lane form for now;
-  its per-lane live views over ``LaneSet`` are the next step.
+- **The web layer** (``serve --http``): one server, its /predict on the same
+  engine (after the lanes' frames), and each lane its own live view, status
+  and recent events (``/?lane=ID``, ``/lanes/ID/stream.mjpg``,
+  ``/api/lanes/ID``); the page's overview shows every lane at once.
+- **MQTT**: each lane publishes as a single lane does (its own outbox under
+  ``mqtt.state_dir``/lane_id, events, outages and stats).
 - **Per lane ROI.** Each lane crops its own scanning area before the model
   (``LaneModel``), in its capture thread as a single lane does.
 """
@@ -38,7 +42,10 @@ from pathlib import Path
 
 from checkout_cam.config import Config, lane_config
 from checkout_cam.engine import EngineClient, InferenceEngine
+from checkout_cam.fleet.lane_stats import lane_stats
 from checkout_cam.model import open_classifier
+from checkout_cam.modes import renderer_for
+from checkout_cam.modes.serve import OutageToMqtt
 from checkout_cam.notify import SystemdNotifier
 from checkout_cam.pipeline import Health, Pipeline
 from checkout_cam.preprocess import Preprocessor
@@ -139,13 +146,15 @@ class LaneSet:
     """Every lane of one `serve`, around the one engine. A context manager: lanes and engine close in
     ``finally``."""
 
-    def __init__(self, cfg: Config, stop: threading.Event, *, wall_clock_offset: float | None = None):
+    def __init__(self, cfg: Config, stop: threading.Event, *, wall_clock_offset: float | None = None,
+                 listen: tuple[str, int, str | None] | None = None):
+        """``listen``: (host, port, token) of the web page and API (``serve --http``), or None."""
         from checkout_cam.fleet.publisher import publisher_for_serve
         self.cfg = cfg
         self.stop = stop
         self.classifier = open_classifier(cfg.model.path, threads=cfg.model.threads)
-        # Up to one frame per lane in a call (a lane has one in flight); HTTP photos (the web layer,
-        # single-lane serve for now) take the engine's own defaults.
+        # Up to one frame per lane in a call (a lane has one in flight); HTTP photos fill a call up to
+        # http.max_batch, after the lanes' frames.
         self.engine = InferenceEngine(self.classifier, max_batch=max(cfg.http.max_batch, len(cfg.serve.lanes)),
                                       poll_s=cfg.pipeline.queue_timeout_s,
                                       shutdown_timeout_s=cfg.pipeline.shutdown_timeout_s, stop=stop)
@@ -154,6 +163,10 @@ class LaneSet:
         offset = time.time() - time.monotonic() if wall_clock_offset is None else wall_clock_offset
         self.lanes: list[Lane] = []
         clf = self.classifier
+        self.web = None
+        if listen is not None:
+            from checkout_cam.web.service import LaneWeb
+            self.web = LaneWeb(cfg, self.engine, listen)
         for lane in cfg.serve.lanes:
             lcfg = lane_config(cfg, lane)
             s = lcfg.source
@@ -162,14 +175,19 @@ class LaneSet:
                                  reconnect_max_s=s.reconnect_max_s, stall_timeout_s=s.stall_timeout_s, loop=s.loop)
             identity = RunIdentity(lane.lane_id)
             policy = ReviewPolicy(lcfg.review, trained=clf.trained, labels=clf.labels, roi=lcfg.preprocess.roi,
-                                  top_k=lcfg.model.top_k, identity=identity)
+                                  top_k=lcfg.model.top_k, identity=identity, capture_clock=source.live)
             log = EventLogSink(lcfg.serve.log_path, max_bytes=lcfg.serve.log_max_bytes,
                                backups=lcfg.serve.log_backups, source=source.name, model=clf.info(),
                                policy=policy.policy_dict(), wall_clock_offset=offset, identity=identity)
             mqtt = publisher_for_serve(lcfg, record_of=log.record, on_resolution=log.write_record)
             rate = ModelRate()
+            sinks = [log, StderrEventSink(), rate] + ([mqtt, OutageToMqtt(mqtt, log)] if mqtt else [])
+            if self.web is not None:
+                sinks.append(self.web.add_lane(identity, source=source.name, policy=policy,
+                                               renderer=renderer_for(lcfg, clf), wall_clock_offset=offset,
+                                               resolutions=mqtt.recent_resolution if mqtt else None))
             pipeline = Pipeline(source, LaneModel(self.engine, lane.lane_id, lcfg.preprocess.roi), policy, lcfg,
-                                sinks=[log, StderrEventSink(), rate] + ([mqtt] if mqtt else []), stop=stop)
+                                sinks=sinks, stop=stop)
             self.lanes.append(Lane(lane.lane_id, lcfg, pipeline, log, mqtt, rate))
 
     def _count_batch(self, report) -> None:
@@ -197,6 +215,9 @@ class LaneSet:
             for lane in self.lanes:
                 lane.rate.start = time.monotonic()
                 lane.pipeline.start()
+            if self.web is not None:
+                self._stack.enter_context(self.web.serving({lane.lane_id: lane.pipeline for lane in self.lanes},
+                                                           self.stop))
         except BaseException:
             self._stack.__exit__(None, None, None)
             raise
@@ -237,8 +258,15 @@ class LaneSet:
         problems = [r for r in health.reasons if "offline" not in r]
         return "; ".join([head, *problems])
 
+    def publish_stats(self) -> None:
+        """Each lane's stats to its MQTT ``stats`` topic (lanes without MQTT: nothing)."""
+        for lane in self.lanes:
+            if lane.mqtt is not None:
+                lane.mqtt.publish_stats(lane_stats(lane.pipeline, lane.pipeline.policy.identity, lane.mqtt))
+
     def stats_lines(self) -> list[str]:
-        lines = [f"{lane.lane_id}: {lane.pipeline.stats_line()}" for lane in self.lanes]
+        lines = [f"{lane.lane_id}: {lane.pipeline.stats_line()}" + (f", {lane.mqtt.stats_text()}" if lane.mqtt else "")
+                 for lane in self.lanes]
         e = self.engine_summary()
         lines.append(f"engine: {e['images']} images in {e['batches']} calls (sizes {e['batch_sizes']}), "
                      f"queue p95 {e['queue_ms_p95']} ms, call p50 {e['model_ms_p50']} ms")
@@ -253,8 +281,9 @@ def _peak_rss_mb() -> float | None:
 
 
 def run_lanes(cfg: Config, *, stop: threading.Event | None = None, notifier: SystemdNotifier | None = None,
-              max_seconds: float | None = None) -> int:
-    """`serve` with ``serve.lanes``: every lane in this process, until SIGTERM (or ``max_seconds``)."""
+              max_seconds: float | None = None, listen: tuple[str, int, str | None] | None = None) -> int:
+    """`serve` with ``serve.lanes``: every lane in this process, until SIGTERM (or ``max_seconds``);
+    ``listen``: the web page and API's (host, port, token), or None."""
     from checkout_cam.modes import stop_on_signals
     t_start = time.monotonic()
     stop = stop or threading.Event()
@@ -263,7 +292,7 @@ def run_lanes(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
         stop_on_signals(stop)
         signal.signal(signal.SIGHUP, lambda signum, frame: reopen.set())
     notifier = notifier or SystemdNotifier()
-    lanes = LaneSet(cfg, stop)
+    lanes = LaneSet(cfg, stop, listen=listen)
     clf = lanes.classifier
     logger.info("serving %d lanes%s with %s (%s), one engine: %s", len(lanes.lanes),
                 "" if clf.trained else " with an UNTRAINED model", clf.name, getattr(clf, "runtime", clf.meta.precision),
@@ -305,6 +334,7 @@ def run_lanes(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
                 next_stats += cfg.serve.stats_interval_s
                 for line in lanes.stats_lines():
                     logger.info("stats: %s", line)
+                lanes.publish_stats()
                 if not health.ok:
                     logger.warning("unhealthy: %s", "; ".join(health.reasons))
                 notifier.status(lanes.status_text(health))

@@ -64,16 +64,16 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
               parts=None, http: str | None = None) -> int:
     """``http``: HOST:PORT for the web page and API ("" = http.listen or the default); None = only if
     http.listen is set."""
-    if cfg.serve.lanes and parts is None:   # several lanes, one model: modes/lanes.py
-        from checkout_cam.modes.lanes import run_lanes
-        return run_lanes(cfg, stop=stop, notifier=notifier)
     t_start = time.monotonic()
-    stop = stop or threading.Event()
-    reopen = threading.Event()
     listen = None
     if http is not None or cfg.http.listen is not None:
         from checkout_cam.web.server import resolve_listen
         listen = resolve_listen(cfg, http or None)  # refuse an exposed address before loading the model
+    if cfg.serve.lanes and parts is None:   # several lanes, one model: modes/lanes.py
+        from checkout_cam.modes.lanes import run_lanes
+        return run_lanes(cfg, stop=stop, notifier=notifier, listen=listen)
+    stop = stop or threading.Event()
+    reopen = threading.Event()
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(stop)
         # logrotate's convention: after moving the log away it sends SIGHUP; the default action kills.
@@ -92,15 +92,16 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
     mqtt = publisher_for_serve(cfg, record_of=log.record, on_resolution=log.write_record)
     # The lane's frames go through the one inference engine (HTTP photos share it, after the lane).
     engine = InferenceEngine.from_config(parts.classifier, cfg)
-    web = None
+    web = feed = None
     if listen is not None:
         from checkout_cam.web.service import LaneWeb
+        web = LaneWeb(cfg, engine, listen)
         # The attendant's answers (MQTT) show on the live picture and in the API.
-        web = LaneWeb(cfg, parts, engine, listen, wall_clock_offset=offset,
-                      resolutions=mqtt.recent_resolution if mqtt else None)
+        feed = web.add_lane(parts.identity, source=parts.source.name, policy=parts.policy, renderer=parts.renderer,
+                            wall_clock_offset=offset, resolutions=mqtt.recent_resolution if mqtt else None)
     extra = [mqtt, OutageToMqtt(mqtt, log)] if mqtt else []
     pipeline = Pipeline(parts.source, engine.lane(parts.identity.lane_id), parts.policy, cfg,
-                        sinks=[log, StderrEventSink()] + extra + ([web.feed] if web else []),
+                        sinks=[log, StderrEventSink()] + extra + ([feed] if feed else []),
                         stop=stop)
     if not isinstance(parts.source, CameraSource):
         logger.info("source %s is a file played in real time: event times are the wall clock (UTC) when each "
@@ -112,7 +113,7 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
     # Unhealthy after this long without a loop iteration; the watchdog then lapses.
     max_silence = (notifier.watchdog_interval or 30.0) / 2 + cfg.source.stall_timeout_s
     with log, (mqtt or contextlib.nullcontext()), engine, \
-            (web.serving(pipeline, stop) if web else contextlib.nullcontext()):
+            (web.serving({parts.identity.lane_id: pipeline}, stop) if web else contextlib.nullcontext()):
         pipeline.start()
         final_stats = ""
         try:

@@ -1,4 +1,10 @@
-"""The FastAPI app: the page, /predict, the lane's status, events and live view, /metrics.
+"""The FastAPI app: the page, /predict, each lane's status, events and live view, /metrics.
+
+A `serve` may run several lanes (``serve.lanes``): each has its routes under
+``/lanes/{lane_id}/`` and ``/api/lanes/{lane_id}``; ``/api/status`` lists
+them all. With one lane the short forms (``/stream.mjpg``, ``/latest.jpg``,
+``/api/events``) are that lane; with several they answer 404 naming the
+per-lane form, never a lane picked at random.
 
 Why FastAPI + uvicorn: typed request/response models that become the
 OpenAPI description at /docs for free, async handlers so a request waiting
@@ -71,7 +77,7 @@ class ErrorAnswer(BaseModel):
 
 @dataclass
 class Lane:
-    """What serve hands the web layer about its lane."""
+    """What serve hands the web layer about one of its lanes."""
 
     feed: LaneFeed
     reader: LaneReader
@@ -79,12 +85,16 @@ class Lane:
     stale_after_ms: float = 500.0
     resolutions: ResolutionReader | None = None   # event id -> the attendant's answer (serve with MQTT)
 
+    @property
+    def lane_id(self) -> str:
+        return self.reader.lane_id
+
 
 @dataclass
 class WebServices:
     cfg: Config
     engine: InferenceEngine
-    lane: Lane | None = None
+    lanes: list[Lane] = field(default_factory=list)   # empty for `checkout-cam web` (photos only)
     token: str | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -98,17 +108,22 @@ ERRORS = {400: {"model": ErrorAnswer}, 401: {"model": ErrorAnswer}, 413: {"model
 
 
 def create_app(services: WebServices) -> FastAPI:
-    cfg, engine, lane = services.cfg, services.engine, services.lane
+    cfg, engine = services.cfg, services.engine
+    lanes = {lane.lane_id: lane for lane in services.lanes}
+    if len(lanes) != len(services.lanes):
+        raise ValueError(f"two lanes with the same lane_id: {[lane.lane_id for lane in services.lanes]}")
+    only = services.lanes[0] if len(services.lanes) == 1 else None
     clf = engine.classifier
     h = cfg.http
     policy = ReviewPolicy(cfg.review, trained=clf.trained, labels=clf.labels, roi=cfg.preprocess.roi,
                           top_k=cfg.model.top_k)
-    metrics = Metrics(engine, lane.reader if lane else None)
+    metrics = Metrics(engine, [lane.reader for lane in services.lanes])
     n_labels = len(clf.labels)
 
     app = FastAPI(title="checkout-cam", version=__version__,
-                  description="The lane's photo classifier and live view. POST a photo to /predict for its "
-                              "Top-K labels; /api/* and /stream.mjpg show the lane under `serve --http`.")
+                  description="The lanes' photo classifier and live views. POST a photo to /predict for its "
+                              "Top-K labels; under `serve --http`, /api/status lists the lanes and "
+                              "/lanes/{lane_id}/stream.mjpg shows one.")
     app.state.services = services
     app.state.metrics = metrics
 
@@ -142,13 +157,17 @@ def create_app(services: WebServices) -> FastAPI:
         return {"status": "alive"}
 
     def readiness() -> tuple[bool, str]:
+        """Ready while the engine runs and every lane is (one lane's reason as it is; with several,
+        each lane that is not ready, named)."""
         if not engine.is_alive():
             return False, "the model is not loaded (the inference engine is not running)"
-        if lane is not None:
-            return lane.reader.ready()
-        return True, "ok"
+        if only is not None:
+            return only.reader.ready()
+        waiting = [f"{lane_id}: {why}" for lane_id, (ok, why) in
+                   ((lane_id, lane.reader.ready()) for lane_id, lane in lanes.items()) if not ok]
+        return (False, "; ".join(waiting)) if waiting else (True, "ok")
 
-    @app.get("/readyz", summary="Ready to answer: model loaded and (serve) the camera delivering frames",
+    @app.get("/readyz", summary="Ready to answer: model loaded and (serve) every lane's camera delivering frames",
              responses={503: {"model": ErrorAnswer}})
     async def readyz():
         ok, why = readiness()
@@ -160,7 +179,7 @@ def create_app(services: WebServices) -> FastAPI:
     async def info():
         return {"model": {"name": clf.name, "sha256": clf.sha256, "trained": clf.trained,
                           "labels": n_labels},
-                "lane": lane.reader.lane_id if lane else None, "version": __version__,
+                "lane": only.lane_id if only else None, "lanes": list(lanes), "version": __version__,
                 "max_upload_bytes": h.max_upload_bytes, "top_k": cfg.model.top_k}
 
     # ------------------------------------------------------------ /predict
@@ -232,61 +251,59 @@ def create_app(services: WebServices) -> FastAPI:
                 fut.cancel()   # no-op when done; frees the engine from a caller that gave up
         return outs[0] if len(outs) == 1 else outs
 
-    # ------------------------------------------------------------ the lane
+    # ------------------------------------------------------------ the lanes
 
-    def need_lane() -> Lane:
+    def lane_named(lane_id: str) -> Lane:
+        lane = lanes.get(lane_id)
         if lane is None:
-            raise StarletteHTTPException(404, "no lane here: this is `checkout-cam web` (photos only); "
-                                              "run `checkout-cam serve --http` to see a lane")
+            known = ", ".join(lanes) or "none: this is `checkout-cam web` (photos only)"
+            raise StarletteHTTPException(404, f"no lane {lane_id!r} here (lanes: {known})")
         return lane
 
-    @app.get("/api/status", summary="The engine, and the lane's camera, throughput, decision and counts")
-    async def status():
-        ok, why = readiness()
-        out = {"ready": ok, "ready_detail": why, "uptime_s": round(time.monotonic() - services.started, 1),
-               "model": {"name": clf.name, "sha256": clf.sha256, "trained": clf.trained},
-               "engine": engine.status(), "lane": None}
-        if lane is not None:
-            c = lane.reader.counters()
-            _, decision, _ = lane.feed.latest()
-            out["lane"] = {"lane_id": lane.reader.lane_id, "camera": "online" if c["camera_online"] else "offline",
-                           "camera_fps": round(c["camera_fps"], 2), "inference_fps": round(c["inference_fps"], 2),
-                           "latency_p50_ms": _round(c["latency_p50_ms"]), "latency_p95_ms": _round(c["latency_p95_ms"]),
-                           "dropped": c["dropped"], "processed": c["processed"], "model_runs": c["model_runs"],
-                           "reused": c["reused"], "errors": c["errors"], "items": c["items"],
-                           "flagged": c["flagged"], "viewers": lane.view.viewers,
-                           "health": lane.reader.health(),
-                           "decision": decision_dict(decision, lane.stale_after_ms,
-                                                     resolutions=lane.resolutions)}
-        return out
+    def the_lane(route: str) -> Lane:
+        """The short routes (/stream.mjpg ...) are the lane of a one-lane serve."""
+        if only is not None:
+            return only
+        if not lanes:
+            raise StarletteHTTPException(404, "no lane here: this is `checkout-cam web` (photos only); "
+                                              "run `checkout-cam serve --http` to see a lane")
+        first = next(iter(lanes))
+        raise StarletteHTTPException(404, f"this service runs {len(lanes)} lanes ({', '.join(lanes)}): ask for "
+                                          f"one, e.g. {route.format(lane_id=first)}")
 
-    @app.get("/api/events", summary="The lane's recent item events (the event log's objects), oldest first; "
-                                     "under MQTT each has `resolution`, the attendant's answer or null")
-    async def events(limit: int = Query(20, ge=1, le=10000)):
-        the_lane = need_lane()
-        out = [r.to_dict() for r in the_lane.feed.events(limit)]
-        if the_lane.resolutions is not None:
+    def lane_status(lane: Lane) -> dict:
+        c = lane.reader.counters()
+        ok, why = lane.reader.ready()
+        _, decision, _ = lane.feed.latest()
+        return {"lane_id": lane.lane_id, "ready": ok, "ready_detail": why,
+                "camera": "online" if c["camera_online"] else "offline",
+                "camera_fps": round(c["camera_fps"], 2), "inference_fps": round(c["inference_fps"], 2),
+                "latency_p50_ms": _round(c["latency_p50_ms"]), "latency_p95_ms": _round(c["latency_p95_ms"]),
+                "dropped": c["dropped"], "processed": c["processed"], "model_runs": c["model_runs"],
+                "reused": c["reused"], "errors": c["errors"], "items": c["items"],
+                "flagged": c["flagged"], "viewers": lane.view.viewers,
+                "health": lane.reader.health(),
+                "decision": decision_dict(decision, lane.stale_after_ms, resolutions=lane.resolutions)}
+
+    def lane_events(lane: Lane, limit: int) -> list[dict]:
+        out = [r.to_dict() for r in lane.feed.events(limit)]
+        if lane.resolutions is not None:
             for e in out:
-                r = resolution_of(the_lane.resolutions, e.get("id"))
+                r = resolution_of(lane.resolutions, e.get("id"))
                 e["resolution"] = r.to_dict() if r is not None else None
         return out
 
-    @app.get("/latest.jpg", summary="The newest frame, annotated (raw=1: as the camera saw it)",
-             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}, 503: {"model": ErrorAnswer}})
-    async def latest(raw: bool = Query(False)):
-        data = await run_in_threadpool(need_lane().view.latest_jpeg, raw)
+    async def latest_of(lane: Lane, raw: bool):
+        data = await run_in_threadpool(lane.view.latest_jpeg, raw)
         if data is None:
-            return _error(503, "no frame yet from the camera", {"Retry-After": "1"})
+            return _error(503, f"no frame yet from lane {lane.lane_id}'s camera", {"Retry-After": "1"})
         return Response(data, media_type="image/jpeg", headers={"cache-control": "no-store"})
 
-    @app.get("/stream.mjpg", summary="The annotated live picture (MJPEG)", response_class=StreamingResponse,
-             responses={200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}},
-                        503: {"model": ErrorAnswer}})
-    async def stream(request: Request):
-        view = need_lane().view
+    def stream_of(lane: Lane, request: Request):
+        view = lane.view
         if not view.join_viewer():
-            return _error(503, f"too many live viewers (http.max_viewers = {view.max_viewers}); try "
-                               f"/latest.jpg or later", {"Retry-After": "10"})
+            return _error(503, f"too many live viewers of lane {lane.lane_id} (http.max_viewers = "
+                               f"{view.max_viewers}); try its latest.jpg or later", {"Retry-After": "10"})
 
         async def frames():
             version = -1
@@ -305,6 +322,56 @@ def create_app(services: WebServices) -> FastAPI:
 
         return StreamingResponse(frames(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
                                  headers={"cache-control": "no-store"})
+
+    @app.get("/api/status", summary="The engine, and each lane's camera, throughput, decision and counts")
+    async def status():
+        ok, why = readiness()
+        each = [lane_status(lane) for lane in lanes.values()]
+        return {"ready": ok, "ready_detail": why, "uptime_s": round(time.monotonic() - services.started, 1),
+                "model": {"name": clf.name, "sha256": clf.sha256, "trained": clf.trained},
+                "engine": engine.status(), "lane": each[0] if only is not None else None, "lanes": each}
+
+    @app.get("/api/lanes/{lane_id}", summary="One lane's camera, throughput, decision and counts",
+             responses={404: {"model": ErrorAnswer}})
+    async def one_lane_status(lane_id: str):
+        return lane_status(lane_named(lane_id))
+
+    events_summary = ("recent item events (the event log's objects), oldest first; under MQTT each has "
+                      "`resolution`, the attendant's answer or null")
+
+    @app.get("/api/lanes/{lane_id}/events", summary=f"One lane's {events_summary}",
+             responses={404: {"model": ErrorAnswer}})
+    async def one_lane_events(lane_id: str, limit: int = Query(20, ge=1, le=10000)):
+        return lane_events(lane_named(lane_id), limit)
+
+    @app.get("/api/events", summary=f"The lane's {events_summary} (one-lane serve)",
+             responses={404: {"model": ErrorAnswer}})
+    async def events(limit: int = Query(20, ge=1, le=10000)):
+        return lane_events(the_lane("/api/lanes/{lane_id}/events"), limit)
+
+    jpeg = {200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorAnswer}, 503: {"model": ErrorAnswer}}
+    mjpeg = {200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}},
+             404: {"model": ErrorAnswer}, 503: {"model": ErrorAnswer}}
+
+    @app.get("/lanes/{lane_id}/latest.jpg", summary="One lane's newest frame, annotated (raw=1: as the camera "
+             "saw it)", response_class=Response, responses=jpeg)
+    async def one_lane_latest(lane_id: str, raw: bool = Query(False)):
+        return await latest_of(lane_named(lane_id), raw)
+
+    @app.get("/latest.jpg", summary="The lane's newest frame, annotated (raw=1: as the camera saw it; "
+             "one-lane serve)", response_class=Response, responses=jpeg)
+    async def latest(raw: bool = Query(False)):
+        return await latest_of(the_lane("/lanes/{lane_id}/latest.jpg"), raw)
+
+    @app.get("/lanes/{lane_id}/stream.mjpg", summary="One lane's annotated live picture (MJPEG)",
+             response_class=StreamingResponse, responses=mjpeg)
+    async def one_lane_stream(lane_id: str, request: Request):
+        return stream_of(lane_named(lane_id), request)
+
+    @app.get("/stream.mjpg", summary="The lane's annotated live picture (MJPEG; one-lane serve)",
+             response_class=StreamingResponse, responses=mjpeg)
+    async def stream(request: Request):
+        return stream_of(the_lane("/lanes/{lane_id}/stream.mjpg"), request)
 
     @app.get("/metrics", summary="Prometheus text format", response_class=Response)
     async def prometheus():

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the engine, the lane and the HTTP API, in one registry per app.
+"""Prometheus metrics of the engine, the lanes and the HTTP API, in one registry per app.
 
 Engine timings are histograms fed by the engine after every model call; the
 lane's figures are read from the status reader at scrape time (so a scrape
@@ -24,39 +24,38 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.
 
 
 class _LaneCollector:
-    def __init__(self, lane: "LaneReader"):
-        self.lane = lane
+    """One family per figure, one sample per lane (label ``lane``)."""
+
+    def __init__(self, lanes: "list[LaneReader]"):
+        self.lanes = lanes
 
     def collect(self):
-        c = self.lane.counters()
-        lane_id = [self.lane.lane_id]
+        counters = [(lane.lane_id, lane.counters()) for lane in self.lanes]
 
-        def gauge(name, doc, value):
-            g = GaugeMetricFamily(f"checkout_cam_{name}", doc, labels=["lane"])
-            g.add_metric(lane_id, float(value))
-            return g
-
-        def counter(name, doc, value):
-            m = CounterMetricFamily(f"checkout_cam_{name}", doc, labels=["lane"])
-            m.add_metric(lane_id, float(value))
+        def family(kind, name, doc, key, scale=1.0):
+            m = kind(f"checkout_cam_{name}", doc, labels=["lane"])
+            for lane_id, c in counters:
+                m.add_metric([lane_id], float(c[key]) * scale)
             return m
 
-        yield gauge("camera_fps", "Frames per second read from the camera (last 2 s).", c["camera_fps"])
-        yield gauge("inference_fps", "Results per second computed by the model (last 2 s).", c["inference_fps"])
-        yield gauge("camera_online", "1 while the camera delivers frames, 0 while it is offline.", c["camera_online"])
-        yield gauge("latency_p50_seconds", "Capture-to-result latency, median of recent results.",
-                    c["latency_p50_ms"] / 1000.0)
-        yield counter("dropped_frames", "Frames the live queue replaced before the model saw them.", c["dropped"])
-        yield counter("frames_processed", "Frames the lane's inference worker handled.", c["processed"])
-        yield counter("model_runs", "Lane frames the model ran on.", c["model_runs"])
-        yield counter("reused_results", "Lane frames that reused the last result (motion gating).", c["reused"])
-        yield counter("frame_errors", "Lane frames whose inference failed.", c["errors"])
-        yield counter("items", "Item events closed.", c["items"])
-        yield counter("flagged_items", "Item events flagged for cashier review.", c["flagged"])
+        gauge, counter = GaugeMetricFamily, CounterMetricFamily
+        yield family(gauge, "camera_fps", "Frames per second read from the camera (last 2 s).", "camera_fps")
+        yield family(gauge, "inference_fps", "Results per second computed by the model (last 2 s).", "inference_fps")
+        yield family(gauge, "camera_online", "1 while the camera delivers frames, 0 while it is offline.",
+                     "camera_online")
+        yield family(gauge, "latency_p50_seconds", "Capture-to-result latency, median of recent results.",
+                     "latency_p50_ms", 1 / 1000.0)
+        yield family(counter, "dropped_frames", "Frames the live queue replaced before the model saw them.", "dropped")
+        yield family(counter, "frames_processed", "Frames the lane's inference worker handled.", "processed")
+        yield family(counter, "model_runs", "Lane frames the model ran on.", "model_runs")
+        yield family(counter, "reused_results", "Lane frames that reused the last result (motion gating).", "reused")
+        yield family(counter, "frame_errors", "Lane frames whose inference failed.", "errors")
+        yield family(counter, "items", "Item events closed.", "items")
+        yield family(counter, "flagged_items", "Item events flagged for cashier review.", "flagged")
 
 
 class Metrics:
-    def __init__(self, engine: InferenceEngine, lane: "LaneReader | None" = None):
+    def __init__(self, engine: InferenceEngine, lanes: "list[LaneReader] | None" = None):
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("checkout_cam_http_requests", "HTTP requests by route and status.",
@@ -75,8 +74,8 @@ class Metrics:
         for name in CLASS_NAMES.values():  # present from the first scrape, at 0
             for m in (self.queue, self.model, self.batch, self.images):
                 m.labels(priority=name)
-        if lane is not None:
-            r.register(_LaneCollector(lane))
+        if lanes:
+            r.register(_LaneCollector(list(lanes)))
         engine.add_observer(self.observe)
 
     def observe(self, report: BatchReport) -> None:

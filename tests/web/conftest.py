@@ -19,15 +19,16 @@ def make_cfg(**http) -> Config:
 
 
 @contextlib.contextmanager
-def running(classifier, cfg: Config | None = None, *, lane=None, token=None):
-    """``(base_url, services)`` of the app serving ``classifier`` until the block ends."""
+def running(classifier, cfg: Config | None = None, *, lane=None, lanes=(), token=None):
+    """``(base_url, services)`` of the app serving ``classifier`` (and ``lane``, or ``lanes``) until the block
+    ends."""
     from checkout_cam.web.app import WebServices, create_app
     from checkout_cam.web.server import WebServer
 
     cfg = cfg or make_cfg()
     engine = InferenceEngine.from_config(classifier, cfg)
     with engine:
-        services = WebServices(cfg, engine, lane, token=token)
+        services = WebServices(cfg, engine, [lane] if lane is not None else list(lanes), token=token)
         with WebServer(create_app(services), "127.0.0.1", 0) as server:
             yield server.url, services
 

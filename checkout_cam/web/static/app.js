@@ -1,4 +1,6 @@
-// The page: photo upload with Top-K bars, and (under `serve --http`) the lane's live view and status.
+// The page: photo upload with Top-K bars, and under `serve --http` the lanes: one lane's live view and
+// status (the only lane, or ?lane=ID), or with several lanes an overview of them all (snapshots, camera,
+// the current decision), each card opening its lane.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -100,43 +102,54 @@ function setupUpload() {
 
 function fmt(v, digits = 1) { return v === null || v === undefined ? "–" : Number(v).toFixed(digits); }
 
-async function pollStatus() {
+const lanePath = (id) => "/lanes/" + encodeURIComponent(id);
+const apiLanePath = (id) => "/api/lanes/" + encodeURIComponent(id);
+
+// The decision band (and bars, when given) of a lane's status, as the overlay says it.
+function showDecision(b, barsEl, d) {
+  if (!d || d.stale || d.empty || !d.top.length) {
+    b.className = "band idle";
+    b.textContent = d && d.error ? "inference error" : "no item";
+    if (barsEl) barsEl.replaceChildren();
+    return;
+  }
+  band(b, d.review, d.review_reasons);
+  if (d.resolution) {
+    b.className = "band resolved";
+    b.textContent = resolvedWords(d.resolution).replace(/^./, (c) => c.toUpperCase());
+  } else if (!barsEl) {
+    b.textContent = (d.review ? "REVIEW " : "OK ") + d.top[0].label;
+  }
+  if (barsEl) bars(barsEl, d.top);
+}
+
+function showLane(l) {
+  const cam = $("st-camera");
+  cam.textContent = l.camera;
+  cam.className = l.camera === "online" ? "online" : "offline";
+  $("st-camera-fps").textContent = fmt(l.camera_fps);
+  $("st-inference-fps").textContent = fmt(l.inference_fps);
+  $("st-latency").textContent = `${fmt(l.latency_p50_ms, 0)} / ${fmt(l.latency_p95_ms, 0)} ms`;
+  $("st-dropped").textContent = String(l.dropped);
+  $("st-items").textContent = `${l.items} (${l.flagged})`;
+  $("status").dataset.updated = String(Date.now());
+  showDecision($("decision-band"), $("decision-bars"), l.decision);
+  $("live-note").textContent = l.camera === "online" ? "" : "CAMERA OFFLINE: reconnecting…";
+}
+
+async function pollStatus(laneId) {
   try {
     const s = await (await fetch("/api/status")).json();
-    const l = s.lane;
-    if (!l) return;
-    const cam = $("st-camera");
-    cam.textContent = l.camera;
-    cam.className = l.camera === "online" ? "online" : "offline";
-    $("st-camera-fps").textContent = fmt(l.camera_fps);
-    $("st-inference-fps").textContent = fmt(l.inference_fps);
-    $("st-latency").textContent = `${fmt(l.latency_p50_ms, 0)} / ${fmt(l.latency_p95_ms, 0)} ms`;
-    $("st-dropped").textContent = String(l.dropped);
-    $("st-items").textContent = `${l.items} (${l.flagged})`;
-    $("status").dataset.updated = String(Date.now());
-    const d = l.decision;
-    const b = $("decision-band");
-    if (!d || d.stale || d.empty || !d.top.length) {
-      b.className = "band idle";
-      b.textContent = d && d.error ? "inference error" : "no item";
-      $("decision-bars").replaceChildren();
-    } else {
-      band(b, d.review, d.review_reasons);
-      if (d.resolution) {
-        b.className = "band resolved";
-        b.textContent = resolvedWords(d.resolution).replace(/^./, (c) => c.toUpperCase());
-      }
-      bars($("decision-bars"), d.top);
-    }
-    $("live-note").textContent = l.camera === "online" ? "" : "CAMERA OFFLINE: reconnecting…";
+    const l = s.lanes.find((x) => x.lane_id === laneId);
+    if (l) showLane(l);
   } catch (err) {
     $("live-note").textContent = `status unavailable: ${err}`;
   }
 }
 
-async function pollEvents() {
+async function pollEvents(laneId) {
   try {
-    const events = await (await fetch("/api/events?limit=10")).json();
+    const events = await (await fetch(apiLanePath(laneId) + "/events?limit=10")).json();
     const rows = events.slice().reverse().map((e) => {
       const tr = document.createElement("tr");
       const t = typeof e.t_end === "string" ? new Date(e.t_end).toLocaleTimeString() : String(e.t_end);
@@ -164,6 +177,118 @@ async function pollEvents() {
   } catch (err) { /* the status poll reports trouble */ }
 }
 
+// One lane, full size: the MJPEG live view (snapshots once the viewer cap is reached).
+function openLane(laneId, several) {
+  $("lane").hidden = false;
+  $("all-lanes").hidden = !several;
+  $("lane-id").textContent = laneId;
+  $("lane-name").textContent = "lane " + laneId;
+  $("lane-name").hidden = false;
+  document.title = `checkout-cam · lane ${laneId}`;
+  const live = $("live");
+  live.src = lanePath(laneId) + "/stream.mjpg";
+  live.addEventListener("error", () => {
+    $("live-note").textContent = "live view unavailable (too many viewers?); showing snapshots";
+    setInterval(() => { live.src = lanePath(laneId) + "/latest.jpg?t=" + Date.now(); }, 1000);
+  }, { once: true });
+  pollStatus(laneId);
+  pollEvents(laneId);
+  setInterval(() => pollStatus(laneId), 1000);
+  setInterval(() => pollEvents(laneId), 2000);
+}
+
+// Every lane at a glance: a snapshot a second each (not a stream each: one JPEG per lane per second
+// costs the box little), the camera's state and the current decision.
+function laneCard(laneId) {
+  const a = document.createElement("a");
+  a.className = "lane-card";
+  a.dataset.lane = laneId;
+  a.href = "/?lane=" + encodeURIComponent(laneId);
+  const snap = document.createElement("div");
+  snap.className = "snap";
+  const img = document.createElement("img");
+  img.alt = `lane ${laneId}`;
+  img.width = 320;
+  img.height = 240;
+  img.hidden = true;
+  const note = document.createElement("span");
+  note.className = "snap-note";
+  note.textContent = "waiting for a picture…";
+  snap.append(img, note);
+  const head = document.createElement("div");
+  head.className = "lane-card-head";
+  const name = document.createElement("strong");
+  name.textContent = laneId;
+  const cam = document.createElement("span");
+  cam.className = "cam";
+  cam.textContent = "–";
+  head.append(name, cam);
+  const b = document.createElement("div");
+  b.className = "band idle";
+  b.textContent = "no item";
+  const figs = document.createElement("div");
+  figs.className = "lane-card-figs";
+  a.append(snap, head, b, figs);
+  return a;
+}
+
+function refreshSnapshot(card) {
+  const img = card.querySelector("img");
+  if (img.dataset.loading === "1") return;   // the previous one is still on its way
+  img.dataset.loading = "1";
+  const note = card.querySelector(".snap-note");
+  const done = () => { img.dataset.loading = "0"; };
+  img.onload = () => {
+    done();
+    img.hidden = false;
+    note.hidden = true;
+    card.dataset.shown = String(Date.now());
+  };
+  img.onerror = () => {   // 503 until the camera's first frame
+    done();
+    img.hidden = true;
+    note.hidden = false;
+    note.textContent = card.classList.contains("offline") ? "CAMERA OFFLINE: reconnecting…" : "no picture yet";
+  };
+  img.src = lanePath(card.dataset.lane) + "/latest.jpg?t=" + Date.now();
+}
+
+function showCard(card, l) {
+  const cam = card.querySelector(".cam");
+  cam.textContent = l.camera;
+  cam.className = "cam " + (l.camera === "online" ? "online" : "offline");
+  card.classList.toggle("offline", l.camera !== "online");
+  showDecision(card.querySelector(".band"), null, l.decision);
+  card.querySelector(".lane-card-figs").textContent =
+    `${fmt(l.camera_fps)} fps · ${fmt(l.inference_fps)} results/s · ` +
+    (l.latency_p95_ms === null ? "" : `p95 ${fmt(l.latency_p95_ms, 0)} ms · `) +
+    `${l.items} items (${l.flagged} flagged)`;
+  card.dataset.updated = String(Date.now());
+}
+
+function openOverview(laneIds, unknown) {
+  $("lanes").hidden = false;
+  $("lanes-count").textContent = String(laneIds.length);
+  $("lanes-note").textContent = unknown ? `There is no lane "${unknown}" here; these are the lanes.` : "";
+  const cards = laneIds.map(laneCard);
+  $("lane-cards").replaceChildren(...cards);
+  const poll = async () => {
+    cards.forEach(refreshSnapshot);
+    try {
+      const s = await (await fetch("/api/status")).json();
+      for (const l of s.lanes) {
+        const card = cards.find((c) => c.dataset.lane === l.lane_id);
+        if (card) showCard(card, l);
+      }
+      $("lanes").dataset.updated = String(Date.now());
+    } catch (err) {
+      $("lanes-note").textContent = `status unavailable: ${err}`;
+    }
+  };
+  poll();
+  setInterval(poll, 1000);
+}
+
 async function init() {
   setupUpload();
   const info = await (await fetch("/api/info")).json();
@@ -171,21 +296,11 @@ async function init() {
   $("untrained").hidden = info.model.trained;
   maxBytes = info.max_upload_bytes;
   $("max-mb").textContent = (maxBytes / 1048576).toFixed(0);
-  if (info.lane) {
-    $("lane").hidden = false;
-    $("lane-id").textContent = info.lane;
-    $("lane-name").textContent = "lane " + info.lane;
-    $("lane-name").hidden = false;
-    $("live").src = "/stream.mjpg";
-    $("live").addEventListener("error", () => {
-      $("live-note").textContent = "live view unavailable (too many viewers?); showing snapshots";
-      setInterval(() => { $("live").src = "/latest.jpg?t=" + Date.now(); }, 1000);
-    }, { once: true });
-    pollStatus();
-    pollEvents();
-    setInterval(pollStatus, 1000);
-    setInterval(pollEvents, 2000);
-  }
+  const laneIds = info.lanes || [];
+  const asked = new URLSearchParams(location.search).get("lane");
+  if (laneIds.length === 1) openLane(laneIds[0], false);
+  else if (asked && laneIds.includes(asked)) openLane(asked, true);
+  else if (laneIds.length > 1) openOverview(laneIds, asked);
 }
 
 init();
