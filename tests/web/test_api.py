@@ -328,7 +328,7 @@ def test_config_checks_the_http_settings():
 def test_the_web_command_serves_photos_and_stops_on_sigterm(random_artifact, grocery_images):
     import signal
 
-    from tests.web.test_serve_http import free_port
+    from tests.helpers.http import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "checkout_cam", "web", "--model", str(random_artifact),

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import cv2
@@ -15,15 +12,8 @@ import numpy as np
 import pytest
 
 from checkout_cam.schema import ItemRecord
-from tests.conftest import REPO
-from tests.modes.test_serve import Stderr
+from tests.helpers.http import serve_http
 from tests.web import browser
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,33 +21,10 @@ def lane(tmp_path_factory, random_artifact, videos):
     tmp = tmp_path_factory.mktemp("serve-http")
     cfg = tmp / "config.yaml"
     cfg.write_text("source:\n  loop: true\nserve:\n  stats_interval_s: 2\nhttp:\n  max_viewers: 2\n  stream_fps: 10\n")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "checkout_cam", "serve", "--config", str(cfg), "--model",
-                             str(random_artifact), "--source", str(videos / "box.mp4"), "--log",
-                             str(tmp / "events.jsonl"), "--http", f"127.0.0.1:{port}"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = Stderr(proc)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, err.text
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"serve --http never became ready:\n{err.text}")
-        yield url, proc, err
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    args = ["--config", str(cfg), "--model", str(random_artifact), "--source", str(videos / "box.mp4"),
+            "--log", str(tmp / "events.jsonl")]
+    with serve_http(args, lambda url: httpx.get(url + "/readyz", timeout=2).status_code == 200) as running:
+        yield running
 
 
 def mjpeg_frames(url: str, n: int, timeout: float = 30) -> list[bytes]:

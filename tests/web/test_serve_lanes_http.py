@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
@@ -15,10 +13,9 @@ import numpy as np
 import pytest
 
 from checkout_cam.schema import ItemRecord
-from tests.conftest import REPO
-from tests.modes.test_serve import Stderr
+from tests.helpers.http import serve_http
 from tests.web import browser
-from tests.web.test_serve_http import decode, free_port, mjpeg_frames
+from tests.web.test_serve_http import decode, mjpeg_frames
 
 DEAD_CAMERA = "rtsp://127.0.0.1:9/no-camera"   # port 9 (discard): refused at once
 
@@ -40,33 +37,14 @@ http:
   max_viewers: 2
   stream_fps: 10
 """)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "checkout_cam", "serve", "--config", str(cfg), "--model",
-                             str(random_artifact), "--http", f"127.0.0.1:{port}"],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = Stderr(proc)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, err.text
-            try:
-                s = httpx.get(url + "/api/status", timeout=2).json()
-                if all(lane["decision"] is not None for lane in s["lanes"] if lane["lane_id"] != "dead"):
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"serve --http with lanes never showed both videos' results:\n{err.text}")
+
+    def both_videos_have_results(url: str) -> bool:
+        lanes = httpx.get(url + "/api/status", timeout=2).json()["lanes"]
+        return all(lane["decision"] is not None for lane in lanes if lane["lane_id"] != "dead")
+
+    with serve_http(["--config", str(cfg), "--model", str(random_artifact)], both_videos_have_results,
+                    what="serve --http with lanes") as (url, proc, err):
         yield url, proc, err, tmp
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def test_every_lane_has_its_status_and_the_dead_camera_is_named(lanes):
