@@ -27,6 +27,13 @@ With --http (or http.listen in the config) the lane is also on the web: the
 photo page and /predict of `checkout-cam web`, plus the annotated live picture
 (/stream.mjpg), /api/status, /api/events, /latest.jpg and Prometheus /metrics.
 Camera frames go to the model before HTTP photos.
+
+Several lanes, one model: list them in serve.lanes (each its lane_id and
+source, optionally roi, min_confidence, min_margin, log_path; see the README).
+Each lane logs to its own file (serve.log_path, or --log, with the lane id
+added); with --http the page opens on an overview of every lane and each lane
+has its own view (/?lane=ID, /lanes/ID/stream.mjpg, /api/lanes/ID). --source
+does not apply there: each lane names its own camera.
 """
 
 
@@ -40,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
     from checkout_cam.modes.serve import run_serve  # loaded only for this command
 
     cfg = load_cfg(args, RUN_OVERRIDES)
+    if cfg.serve.lanes and args.source is not None:
+        from checkout_cam.errors import CheckoutCamError
+        n = len(cfg.serve.lanes)
+        raise CheckoutCamError(f"--source {args.source}: the config lists {n} lane{'s' if n != 1 else ''} (serve.lanes), "
+                               f"each with its own source; drop --source, or change a lane's source in the config")
     if args.verbose == 0:
         logging.getLogger("checkout_cam").setLevel(logging.INFO)  # a service logs its events and stats
     return run_serve(cfg, http=args.http)

@@ -217,3 +217,12 @@ def test_validate_config_checks_each_lanes_files(tmp_path):
     problems = path_problems(cfg, base=tmp_path)
     assert any(p.startswith("serve.lanes[0].source: video file") for p in problems)
     assert not any(p.startswith("serve.lanes[1]") for p in problems)
+
+
+def test_serve_refuses_source_when_the_config_lists_lanes(tmp_path):
+    cfg = tmp_path / "lanes.yaml"
+    cfg.write_text("serve:\n  lanes:\n    - {lane_id: a, source: 0}\n    - {lane_id: b, source: 1}\n")
+    r = subprocess.run([sys.executable, "-m", "checkout_cam", "serve", "--config", str(cfg), "--source", "2"],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "--source 2: the config lists 2 lanes (serve.lanes), each with its own source" in r.stderr
