@@ -194,7 +194,7 @@ def lane_phase(url: str, seconds: float) -> dict:
 
 
 def run(bench, b) -> object:
-    """``b`` is the bench module (Row, Stats, SectionResult)."""
+    """``b`` is the bench's core module (scripts/benchkit/core.py: Row, Stats, SectionResult)."""
     res = b.SectionResult()
     try:
         import flask  # noqa: F401

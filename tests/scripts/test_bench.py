@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(REPO / "scripts"))  # bench.py imports its sibling bench_peers
+    sys.path.insert(0, str(REPO / "scripts"))  # bench.py imports its siblings benchkit and bench_peers
     spec = importlib.util.spec_from_file_location("checkout_cam_bench", REPO / "scripts" / "bench.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module   # dataclasses look their module up while the file runs
