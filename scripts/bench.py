@@ -101,7 +101,10 @@ def machine() -> dict:
     info = cpu_info()
     return {"cpu": info.model, "cpu_isa": info.isa, "cores": info.cores, "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            # oneDNN capped below the CPU (e.g. AVX2 to stand in for a box without VNNI): the kernels run
+            # are the cap's, whatever cpu_isa says.
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -134,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
               "quick": args.quick, "machine": machine(), "figures": dict.fromkeys(FIGURE_KEYS),
               "definitions": DEFINITIONS, "sections": {}}
     report["figures"]["cpu_isa"] = report["machine"]["cpu_isa"]
-    print(f"cpu: {cpu_info().describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads",
-          flush=True)
+    cap = report["machine"]["onednn_max_cpu_isa"]
+    print(f"cpu: {cpu_info().describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+          + (f"; oneDNN capped at {cap} (ONEDNN_MAX_CPU_ISA)" if cap else ""), flush=True)
     rows: list[Row] = []
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="checkout-cam-bench-") as tmp:

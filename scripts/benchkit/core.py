@@ -31,8 +31,7 @@ import bench_http  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 
-# Headline keys, in print order. Keys no section fills yet stay null in the JSON
-# (the pipeline's replay/live/serve sections will add theirs).
+# Headline keys, in print order. A key whose section did not run (or was skipped) stays null in the JSON.
 FIGURE_KEYS = [
     "cpu_isa", "model_latency_ms", "fp32_vs_eager", "fp32_vs_onnxruntime_fp32", "int8_vs_eager", "int8_vs_best_peer_int8",
     "int8_top1_agreement", "int8_accuracy_drop_pts", "sgemm_gflops",
