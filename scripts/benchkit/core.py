@@ -81,7 +81,7 @@ DEFINITIONS = {
                                    "the lanes section's largest N), MB",
     "lanes_max_int8_gated": "the most paced 30 fps lanes one `serve` runs on the int8 model with motion gating "
                             "while every lane keeps capture-to-result p95 < 150 ms and >= 10 model results/s "
-                            "while its scene moves (of N = 1, 2, 4, 6)",
+                            "while its scene moves (of N = 1, 2, 4, 6, 8)",
     "lanes_max_int8_every_frame": "the same with the model on every frame (gating off), int8",
     "lanes_max_fp32_gated": "the same on the fp32 model with motion gating",
     **bench_http.DEFINITIONS,

@@ -1,4 +1,4 @@
-"""The lanes section: N paced lanes in one `serve` (N = 1, 2, 4, 6), motion gating on and off, int8
+"""The lanes section: N paced lanes in one `serve` (N = 1, 2, 4, 6, 8), motion gating on and off, int8
 and fp32, and the largest N at which every lane keeps the rule (LANE_P95_MS, LANE_MIN_RESULTS_PER_S);
 with the helpers that run one such `serve` and judge one lane."""
 
@@ -63,7 +63,7 @@ def _lane_ok(lane: dict) -> bool:
 
 
 def bench_lanes(bench: "Bench") -> SectionResult:
-    """N paced lanes in one `serve` (N = 1, 2, 4, 6; box.mp4 / cup.mp4 looped at their own fps, alternating),
+    """N paced lanes in one `serve` (N = 1, 2, 4, 6, 8; box.mp4 / cup.mp4 looped at their own fps, alternating),
     motion gating on and off, int8 and fp32: per lane capture fps, model results/s, capture-to-result
     p50/p95, dropped frames, and the process's peak RSS; and the largest N at which every lane keeps
     p95 capture-to-result (over the frames the model ran on) under 150 ms and at least 10 current
@@ -79,7 +79,7 @@ def bench_lanes(bench: "Bench") -> SectionResult:
     seconds = 12.0 if bench.quick else 25.0
     variants = [("int8", True), ("int8", False), ("fp32", True)] + ([] if bench.quick else [("fp32", False)])
     models = {"int8": bench.int8_artifact(), "fp32": bench.fp32_artifact()}
-    counts = (1, 2, 4, 6)
+    counts = (1, 2, 4, 6, 8)
     runs: dict[str, dict[int, dict]] = {}
     best: dict[str, int] = {}
     for prec, gated in variants:
