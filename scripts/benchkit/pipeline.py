@@ -150,8 +150,9 @@ def bench_replay(bench: "Bench") -> SectionResult:
     def replay(path: Path, gated: bool) -> tuple[int, float]:
         """Frames and replay's own processing seconds: from after the model is loaded, like the
         naive loop's (whose eager model is built once, outside its clock)."""
-        s = run_replay(_cfg(path, video), out=bench.work / "replay.mp4", log=bench.work / "replay.jsonl",
-                       progress=False, gating=gated)
+        log = bench.work / "replay.jsonl"
+        log.unlink(missing_ok=True)   # each call is a fresh audit: replay refuses to mix runs in one log
+        s = run_replay(_cfg(path, video), out=bench.work / "replay.mp4", log=log, progress=False, gating=gated)
         if gated:
             shares.append(s.model_runs / s.frames)
         return s.frames, s.seconds
