@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from checkout_cam.cpu import cpu_info  # noqa: E402
 from checkout_cam.images import read_image  # noqa: E402
 from checkout_cam.model.artifact import load_artifact, read_meta  # noqa: E402
-from checkout_cam.model.quantize import int8_loading, int8_vnni  # noqa: E402
+from checkout_cam.model.quantize import int8_loading, int8_vnni, use_int8_kernels  # noqa: E402
 from checkout_cam.preprocess import Preprocessor  # noqa: E402
 
 
@@ -59,6 +59,7 @@ def probabilities(model_path: Path, paths: list[Path]) -> np.ndarray:
     if meta.precision == "int8":
         with int8_loading():
             module, _ = load_artifact(model_path)
+        use_int8_kernels(meta)
     else:
         module, _ = load_artifact(model_path)
         module = torch.jit.optimize_for_inference(module)

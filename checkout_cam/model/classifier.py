@@ -136,11 +136,13 @@ class TorchScriptClassifier(Classifier):
         loading = contextlib.nullcontext()
         first = read_meta(path)
         if first.precision == "int8":
-            from checkout_cam.model.quantize import check_int8_cpu, int8_loading
+            from checkout_cam.model.quantize import check_int8_cpu, int8_loading, use_int8_kernels
             check_int8_cpu(first, path)   # before loading: never run saturating int8 silently
             loading = int8_loading()
         with loading:
             module, meta = load_artifact(path)
+        if meta.precision == "int8":
+            use_int8_kernels(meta)
         super().__init__(meta, file_sha256(path), roi)
         self.runtime = "as saved"      # or "onednn_graph", "optimize_for_inference"
         if optimize and meta.precision == "fp32":

@@ -62,14 +62,30 @@ def test_int8_artifact_loads_with_int8_metadata(int8_artifact, calibration_list)
     assert "quantized::linear" not in graph and "aten::linear" in graph
 
 
-def test_int8_loading_packs_for_its_engine_and_restores_the_global_one(int8_artifact, grocery_images):
-    before = torch.backends.quantized.engine
+def test_int8_fuses_residual_adds_and_runs_on_onednn_kernels(int8_artifact, grocery_images, monkeypatch):
+    meta = read_meta(int8_artifact)
+    assert meta.extra["int8"]["kernels"] == "onednn"
+    monkeypatch.setattr(torch.backends.quantized, "engine", "x86")   # what a fresh process starts with
     clf = open_classifier(int8_artifact)
-    assert torch.backends.quantized.engine == before
+    # Each residual add and its relu are part of the conv before it: no separate requantized add.
+    graph = str(clf.module.inlined_graph)
+    assert graph.count("quantized::conv2d_add_relu") == 8 and "quantized::add_relu" not in graph
+    # That op exists only in the onednn engine and reads the global engine on every call.
+    assert torch.backends.quantized.engine == "onednn"
     x = clf.preprocess([read_image(p) for p in grocery_images[:4]])
-    plain = torch.jit.load(str(int8_artifact))   # packed for the current (x86) engine
     with torch.inference_mode():
-        assert nn.functional.cosine_similarity(clf.logits(x), plain(x)).min() > 0.99
+        assert torch.isfinite(clf.logits(x)).all()
+
+
+def test_int8_refuses_kernels_this_torch_lacks(int8_artifact, tmp_path):
+    import dataclasses
+    from checkout_cam.errors import ModelFileError
+    from checkout_cam.model.quantize import check_int8_cpu
+    meta = read_meta(int8_artifact)
+    other = dataclasses.replace(meta, extra={**meta.extra, "int8": {**meta.extra["int8"], "kernels": "qnnpack-x"}})
+    with pytest.raises(ModelFileError, match="made for torch's 'qnnpack-x' quantized kernels, which this torch "
+                                             "build lacks"):
+        check_int8_cpu(other, tmp_path / "m.pt")
 
 
 def test_int8_follows_fp32_on_real_photos(int8_artifact, random_artifact, random_weights, grocery_images):
