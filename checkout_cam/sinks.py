@@ -20,7 +20,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable
 
-import av
 import cv2
 import numpy as np
 
@@ -317,6 +316,8 @@ class VideoWriterSink:
         self.fps = float(fps)
         # H.264 in 4:2:0 needs even dimensions: an odd last row/column is dropped.
         self._enc_size = (self.size[0] - self.size[0] % 2, self.size[1] - self.size[1] % 2)
+        import av   # PyAV (libav*): only the annotated video needs it, so a camera lane never loads it
+        self._av = av
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._out = av.open(str(self.path), "w", options={"movflags": "+faststart"})
@@ -361,7 +362,7 @@ class VideoWriterSink:
         t = frame.time - self._t0
         pts = max(int(round(t / self.TIME_BASE)), self._last_pts + 1)   # strictly increasing, as muxers need
         self._last_pts, self._last_time = pts, t
-        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        out = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         out.pts, out.time_base = pts, self.TIME_BASE
         for packet in self._stream.encode(out):
             self._out.mux(packet)

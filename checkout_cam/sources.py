@@ -17,14 +17,16 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterator
 from urllib.parse import urlsplit
 
 import cv2
 
 from checkout_cam.errors import CheckoutCamError
 from checkout_cam.frames import Frame
-from checkout_cam.video_file import DecodeReport, VideoFile
+
+if TYPE_CHECKING:   # PyAV (libav*) loads only with a file source: a camera lane never needs it
+    from checkout_cam.video_file import DecodeReport, VideoFile
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +89,11 @@ class FrameSource(ABC):
         self.close()
 
 
+def _open_video_file(path: Path) -> "VideoFile":
+    from checkout_cam.video_file import VideoFile   # PyAV comes in here, with the first file source
+    return VideoFile(path)
+
+
 class VideoFileSource(FrameSource):
     """A recorded video. Replay: every decodable frame, as fast as it decodes.
     ``realtime``: paced by the frames' own timestamps, like a camera (frames are
@@ -106,7 +113,7 @@ class VideoFileSource(FrameSource):
         self.live = realtime
         self.loop = loop
         self._stop = stop or threading.Event()
-        self._cap: VideoFile | None = VideoFile(self.path)
+        self._cap: VideoFile | None = _open_video_file(self.path)
         self.fps = self._cap.fps or 30.0        # the stated rate; times come from the frames
         self.frame_count = self._cap.frame_count
         self.duration = self._cap.duration
@@ -138,7 +145,7 @@ class VideoFileSource(FrameSource):
                 step = 1.0 / self.fps
                 loop_offset += last + step
                 self._cap.close()
-                self._cap = VideoFile(self.path)
+                self._cap = _open_video_file(self.path)
                 self.report = self._cap.report
         finally:
             self.close()

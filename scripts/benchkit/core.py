@@ -39,7 +39,7 @@ FIGURE_KEYS = [
     "replay_int8_gated_vs_naive", "replay_gated_model_share", "replay_fp32_ceiling_vs_naive",
     "replay_int8_ceiling_vs_naive", "live_display_fps", "live_latency_p95_ms",
     "live_model_latency_p95_ms",
-    "static_scene_model_share", "peak_rss_mb", "first_result_s", "serve_rss_one_lane_mb",
+    "static_scene_model_share", "peak_rss_mb", "first_result_s", "serve_rss_one_lane_mb", "serve_rss_camera_lane_mb",
     "serve_rss_per_extra_lane_mb", "lanes_max_int8_gated", "lanes_max_int8_every_frame", "lanes_max_fp32_gated",
     *bench_http.FIGURE_KEYS,
 ]
@@ -77,6 +77,8 @@ DEFINITIONS = {
     "first_result_s": "seconds from launching `serve` (int8 model) to its first result (imports, model, frame, "
                       "inference)",
     "serve_rss_one_lane_mb": "peak resident memory (VmHWM) of a one-lane `serve` process on the int8 model, MB",
+    "serve_rss_camera_lane_mb": "the same with a network camera (ffmpeg serving box.mp4 as MJPEG over HTTP on "
+                                "127.0.0.1) instead of the file: no PyAV, no file decoder; null without ffmpeg",
     "serve_rss_per_extra_lane_mb": "peak RSS of `serve` with N lanes minus one lane's, per extra lane (int8, "
                                    "the lanes section's largest N), MB",
     "lanes_max_int8_gated": "the most paced 30 fps lanes one `serve` runs on the int8 model with motion gating "

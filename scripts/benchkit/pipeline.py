@@ -346,6 +346,38 @@ def _serve_once(bench: "Bench", args: list[str], log: Path, settle_s: float = 3.
     return first, peak
 
 
+def _camera_lane_rss(bench: "Bench", model: Path, video: Path, res: SectionResult) -> list[float]:
+    """Peak RSS of `serve` reading a network camera: ffmpeg serving ``video`` in a loop as MJPEG over
+    HTTP on 127.0.0.1 (one client per ffmpeg, as its -listen server takes one). A file source loads
+    PyAV and a file decoder a camera lane never needs."""
+    import shutil
+    import socket
+    import subprocess
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        res.notes.append("serve: no network-camera run (ffmpeg not installed)")
+        return []
+    peaks = []
+    for _ in range(1 if bench.quick else 3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{s.getsockname()[1]}/cam.mjpg"
+        cam = subprocess.Popen([ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1",
+                                "-i", str(video), "-an", "-c:v", "mjpeg", "-q:v", "5", "-f", "mpjpeg", "-listen", "1",
+                                url], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)   # ffmpeg's listening socket
+            first, peak = _serve_once(bench, ["--model", str(model), "--source", url], bench.work / "serve-cam.jsonl")
+        finally:
+            cam.kill()
+            cam.wait(10)
+        if first is not None and peak is not None:
+            peaks.append(peak)
+    if not peaks:
+        res.notes.append("serve: the network-camera run gave no result")
+    return peaks
+
+
 def bench_serve(bench: "Bench") -> SectionResult:
     """`serve` as a fresh process, one lane, int8 and fp32: launch to first result, and its peak RSS."""
     video, res = _video_section(bench)
@@ -365,6 +397,7 @@ def bench_serve(bench: "Bench") -> SectionResult:
     if not starts["int8"] and not starts["fp32"]:
         res.notes.append("serve never reported a first result")
         return res
+    camera = _camera_lane_rss(bench, models["int8"], video, res)
     for prec in models:
         if starts[prec]:
             res.rows.append(Row("serve", f"{prec}, box.mp4, one lane", "launch to first result", Stats.of(starts[prec]),
@@ -377,6 +410,10 @@ def bench_serve(bench: "Bench") -> SectionResult:
         res.figures["serve_rss_one_lane_mb"] = round(statistics.median(peaks["int8"]), 1)
     if peaks["fp32"]:
         res.figures["peak_rss_mb"] = round(statistics.median(peaks["fp32"]), 1)
+    if camera:
+        res.rows.append(Row("serve", "int8, network camera (MJPEG over HTTP), one lane", "peak RSS",
+                            Stats.of(camera), "MB", "ffmpeg serving box.mp4 on 127.0.0.1: what a camera lane holds"))
+        res.figures["serve_rss_camera_lane_mb"] = round(statistics.median(camera), 1)
     res.details["first_result_s"] = {k: [round(v, 2) for v in xs] for k, xs in starts.items()}
     res.details["torch_build"] = torch.__version__
     # A CUDA build of torch maps its CUDA libraries into every process that imports it (about 280 MB
