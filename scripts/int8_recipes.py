@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """int8 activation range on the same weights: 8-bit (VNNI) vs 7-bit (reduce_range) against fp32.
 
-    PYTHONPATH=. python3 scripts/int8_recipes.py models/grocery-scratch128-e8.ckpt/last.pt \\
+    PYTHONPATH=. python3 scripts/int8_recipes.py models/grocery-scratch128.ckpt/last.pt \\
         --data ../shared/data/grocery --out-dir models/recipes --json reports/int8-recipes.json
 
 From a `finetune` checkpoint (its best epoch), writes the fp32 artifact and the

@@ -150,10 +150,10 @@ def check_int8_cpu(meta: ArtifactMeta, path: str | Path, cpu: CpuInfo | None = N
         f"CPU), or use the fp32 model")
 
 
-# Measured by scripts/int8_recipes.py on the 8-epoch grocery model (README, "INT8 models"): the
+# Measured by scripts/int8_recipes.py on the 45-epoch grocery model (README, "INT8 models"): the
 # same 8-bit artifact on oneDNN's AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2) against its fp32 twin.
-SATURATION_RISK = ("measured on a grocery model: 11 of 296 val photos changed their answer against fp32 "
-                   "on AVX2 kernels vs 6 with VNNI, and probabilities moved 65% more")
+SATURATION_RISK = ("measured on a grocery model: 22 of 296 val photos changed their answer against fp32 "
+                   "on AVX2 kernels vs 4 with VNNI, and probabilities moved 4.7x as much")
 
 
 @contextlib.contextmanager
