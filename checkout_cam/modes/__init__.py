@@ -15,6 +15,7 @@ from pathlib import Path
 from checkout_cam.config import Config
 from checkout_cam.errors import CheckoutCamError
 from checkout_cam.model import Classifier, open_classifier
+from checkout_cam.model.classifier import lane_threads
 from checkout_cam.render import OverlayRenderer
 from checkout_cam.review import ReviewPolicy
 from checkout_cam.schema import RunIdentity
@@ -32,10 +33,12 @@ class Parts:
     identity: RunIdentity
 
 
-def build_parts(cfg: Config, stop: threading.Event, *, realtime: bool | None = None) -> Parts:
-    """A mistyped video path is reported at once; then the model (the slowest), then the source."""
+def build_parts(cfg: Config, stop: threading.Event, *, realtime: bool | None = None, lane: bool = False) -> Parts:
+    """A mistyped video path is reported at once; then the model (the slowest), then the source.
+    ``lane``: a camera's lane (live, serve), whose model threads follow ``lane_threads``."""
     check_source_uri(cfg.source.uri)
-    clf = open_classifier(cfg.model.path, roi=cfg.preprocess.roi, threads=cfg.model.threads)
+    threads = lane_threads(cfg.model.path, cfg.model.threads) if lane else cfg.model.threads
+    clf = open_classifier(cfg.model.path, roi=cfg.preprocess.roi, threads=threads)
     s = cfg.source
     source = open_source(s.uri, realtime=s.realtime if realtime is None else realtime, stop=stop,
                          reconnect_initial_s=s.reconnect_initial_s, reconnect_max_s=s.reconnect_max_s,

@@ -44,6 +44,7 @@ from checkout_cam.config import Config, lane_config
 from checkout_cam.engine import EngineClient, InferenceEngine
 from checkout_cam.fleet.lane_stats import lane_stats
 from checkout_cam.model import open_classifier
+from checkout_cam.model.classifier import lane_threads
 from checkout_cam.modes import renderer_for
 from checkout_cam.modes.serve import OutageToMqtt
 from checkout_cam.notify import SystemdNotifier
@@ -152,7 +153,7 @@ class LaneSet:
         from checkout_cam.fleet.publisher import publisher_for_serve
         self.cfg = cfg
         self.stop = stop
-        self.classifier = open_classifier(cfg.model.path, threads=cfg.model.threads)
+        self.classifier = open_classifier(cfg.model.path, threads=lane_threads(cfg.model.path, cfg.model.threads))
         # Up to one frame per lane in a call (a lane has one in flight); HTTP photos fill a call up to
         # http.max_batch, after the lanes' frames.
         self.engine = InferenceEngine(self.classifier, max_batch=max(cfg.http.max_batch, len(cfg.serve.lanes)),

@@ -117,7 +117,7 @@ def run_live(cfg: Config, *, stop: threading.Event | None = None, max_seconds: f
     stop = stop or threading.Event()
     check_display()  # before the model load, and before Qt can abort the process
     stop_on_signals(stop)
-    parts = build_parts(cfg, stop, realtime=True)  # a file stands in for a camera: paced, frames dropped
+    parts = build_parts(cfg, stop, realtime=True, lane=True)  # a file stands in for a camera: paced, frames dropped
     pipeline = Pipeline(parts.source, parts.classifier, parts.policy, cfg, sinks=[StderrEventSink()], stop=stop)
     name = cfg.render.window_name
     _open_window(name)

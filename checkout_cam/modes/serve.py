@@ -80,7 +80,7 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
         signal.signal(signal.SIGHUP, lambda signum, frame: reopen.set())
     notifier = notifier or SystemdNotifier()
     # A source that is a file is paced like a camera: serve is for live input.
-    parts = parts or build_parts(cfg, stop, realtime=True)
+    parts = parts or build_parts(cfg, stop, realtime=True, lane=True)
     # Monotonic capture times -> wall clock for the log, with one offset taken at start: times never go
     # back and durations are exact whatever NTP does; a clock set after start is not followed (restart).
     offset = time.time() - time.monotonic()

@@ -159,3 +159,14 @@ def test_quantize_needs_calibration_images(random_weights):
         quantize_int8(random_weights.model, [], input_size=224)
     with pytest.raises(CalibrationError, match=r"shape \(2, 3, 32, 32\)"):
         quantize_int8(random_weights.model, [torch.zeros(2, 3, 32, 32)], input_size=224)
+
+
+def test_a_lanes_int8_model_gets_one_thread_unless_set(int8_artifact, random_artifact, tmp_path, caplog):
+    from checkout_cam.model.classifier import lane_threads
+    with caplog.at_level(logging.INFO, logger="checkout_cam.model.classifier"):
+        assert lane_threads(int8_artifact, 0) == 1
+    assert "int8 model on a lane: 1 torch thread" in caplog.text
+    assert lane_threads(int8_artifact, 2) == 2          # the user's setting wins
+    assert lane_threads(random_artifact, 0) == 0        # fp32: torch's choice (two threads are faster)
+    assert lane_threads(tmp_path / "missing.pt", 0) == 0   # open_classifier reports the missing file
+    assert lane_threads(tmp_path / "model.onnx", 0) == 0   # ONNX Runtime: not torch's threads
