@@ -44,8 +44,9 @@ class ModelConfig:
                         "Model artifact every command uses (export-model and finetune write it, the others "
                         "load it; --model overrides): .pt (TorchScript), or .onnx with the onnx extra.")
     top_k: int = setting(3, "How many labels each result keeps and shows.", min=1, max=20)
-    threads: int = setting(0, "Torch intra-op threads for inference; 0 = auto: one for an int8 model on a lane (live, serve: "
-                              "small spaced calls, the other core for capture), else one per core.",
+    threads: int = setting(0, "Torch intra-op threads for inference; 0 = auto: one for an int8 model on a lane (live, serve) "
+                              "where the CPU has VNNI (small spaced calls; the other core is for capture), else one "
+                              "per core.",
                            min=0, max=256)
     batch_size: int = setting(8, "Images per model call in classify/evaluate.", min=1, max=512)
 

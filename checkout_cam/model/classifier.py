@@ -199,28 +199,30 @@ def set_threads(threads: int) -> None:
     logger.debug("torch threads: %d (cpu count %s)", torch.get_num_threads(), os.cpu_count())
 
 
-def lane_threads(path: str | Path, threads: int) -> int:
+def lane_threads(path: str | Path, threads: int, cpu=None) -> int:
     """Torch threads for a lane's model (live, serve): ``threads`` when set (> 0); with 0 (auto) an int8
-    TorchScript model gets one thread, anything else torch's choice.
+    TorchScript model on a CPU whose int8 kernels use VNNI gets one thread, anything else torch's
+    choice. ``cpu``: a ``cpu.CpuInfo`` (default: this machine's).
 
-    Why one: a lane's calls are small (batch 1, or one frame per lane) and spaced by the camera, and
-    torch's threads wait passively between calls (checkout_cam/__init__.py), so waking a second
-    thread for each of ResNet-18's layers costs more than splitting an int8 layer saves, and the
-    process's other threads (capture, decoding, drawing) want that core. Measured on a 2-core AMX
-    Xeon (README, Performance): an int8 call 20 ms after the last one, 4.3 ms on one thread vs 5.2 on
-    two (p95 4.7 vs 7.1); 8 every-frame lanes in one serve, worst p95 43 vs 78 ms and 45 vs 279
-    frames dropped. fp32 does better on two (16 vs 26 ms), and batches of photos (`web`) too
-    (int8 batch 8: 560 vs 465 images/s), so neither changes. A bigger box with many lanes may want
-    more: set model.threads."""
+    Why: a lane's calls are small (batch 1, or one frame per lane) and spaced by the camera, and
+    torch's threads wait passively between calls (checkout_cam/__init__.py). With VNNI an int8 call
+    is about 2 ms, so waking a second thread for each of ResNet-18's layers costs more than splitting
+    the layer saves, and the process's other threads (capture, decoding, drawing) want that core.
+    Without VNNI int8 is about 3x the work and splitting wins. Measured on a 2-core AMX Xeon (README,
+    Performance): an int8 call 20 ms after the last, 4.3 ms on one thread vs 5.2 on two; 8
+    every-frame lanes in one serve, worst p95 72 vs 81-87 ms and 170-200 vs 370-540 frames dropped;
+    with oneDNN capped to AVX2, gated int8 fit 6 lanes on two threads and 4 on one. fp32 is faster
+    on two (16 vs 26 ms). A bigger box with many lanes may want more: set model.threads."""
     if threads > 0 or Path(path).suffix.lower() != ".pt":
         return threads
     try:
         precision = read_meta(path).precision
     except Exception:   # open_classifier reports what is wrong with the file
         return threads
-    if precision != "int8":
+    from checkout_cam.model.quantize import int8_vnni
+    if precision != "int8" or not int8_vnni(cpu):
         return threads
-    logger.info("int8 model on a lane: 1 torch thread (model.threads: 0 = auto; set it to use more)")
+    logger.info("int8 model on a lane with VNNI: 1 torch thread (model.threads: 0 = auto; set it to use more)")
     return 1
 
 

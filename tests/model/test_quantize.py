@@ -161,12 +161,21 @@ def test_quantize_needs_calibration_images(random_weights):
         quantize_int8(random_weights.model, [torch.zeros(2, 3, 32, 32)], input_size=224)
 
 
-def test_a_lanes_int8_model_gets_one_thread_unless_set(int8_artifact, random_artifact, tmp_path, caplog):
+def test_a_lanes_int8_model_gets_one_thread_where_int8_is_fast(int8_artifact, random_artifact, tmp_path, caplog,
+                                                               monkeypatch):
+    from checkout_cam.cpu import parse_cpuinfo
     from checkout_cam.model.classifier import lane_threads
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    vnni = parse_cpuinfo("model name\t: VNNI box\nflags\t\t: avx2 avx512f avx512_vnni\n")
+    avx2 = parse_cpuinfo("model name\t: AVX2 box\nflags\t\t: avx2 fma\n")
     with caplog.at_level(logging.INFO, logger="checkout_cam.model.classifier"):
-        assert lane_threads(int8_artifact, 0) == 1
-    assert "int8 model on a lane: 1 torch thread" in caplog.text
-    assert lane_threads(int8_artifact, 2) == 2          # the user's setting wins
-    assert lane_threads(random_artifact, 0) == 0        # fp32: torch's choice (two threads are faster)
-    assert lane_threads(tmp_path / "missing.pt", 0) == 0   # open_classifier reports the missing file
-    assert lane_threads(tmp_path / "model.onnx", 0) == 0   # ONNX Runtime: not torch's threads
+        assert lane_threads(int8_artifact, 0, vnni) == 1
+    assert "int8 model on a lane with VNNI: 1 torch thread" in caplog.text
+    assert lane_threads(int8_artifact, 0, avx2) == 0          # int8 is 3x the work there: two threads win
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert lane_threads(int8_artifact, 0, vnni) == 0          # oneDNN capped below VNNI: the same
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert lane_threads(int8_artifact, 2, vnni) == 2          # the user's setting wins
+    assert lane_threads(random_artifact, 0, vnni) == 0        # fp32: torch's choice (two threads are faster)
+    assert lane_threads(tmp_path / "missing.pt", 0, vnni) == 0   # open_classifier reports the missing file
+    assert lane_threads(tmp_path / "model.onnx", 0, vnni) == 0   # ONNX Runtime: not torch's threads
