@@ -39,6 +39,12 @@ def build_parts(cfg: Config, stop: threading.Event, *, realtime: bool | None = N
     check_source_uri(cfg.source.uri)
     threads = lane_threads(cfg.model.path, cfg.model.threads) if lane else cfg.model.threads
     clf = open_classifier(cfg.model.path, roi=cfg.preprocess.roi, threads=threads)
+    return lane_parts(cfg, clf, stop, realtime=realtime)
+
+
+def lane_parts(cfg: Config, clf: Classifier, stop: threading.Event, *, realtime: bool | None = None) -> Parts:
+    """One lane's source, review policy, overlay and identity around a loaded model (``cfg``: the lane's
+    config; several lanes in one serve share ``clf``)."""
     s = cfg.source
     source = open_source(s.uri, realtime=s.realtime if realtime is None else realtime, stop=stop,
                          reconnect_initial_s=s.reconnect_initial_s, reconnect_max_s=s.reconnect_max_s,
@@ -66,6 +72,17 @@ def check_source_uri(uri: str) -> None:
                                    f"an rtsp:// or http:// URL)")
         if path.is_dir():
             raise CheckoutCamError(f"{path} is a folder, not a video file")
+
+
+def serve_signals(stop: threading.Event) -> threading.Event:
+    """The service's signals (from the main thread only; elsewhere nothing is installed): SIGTERM and
+    SIGINT set ``stop``; SIGHUP sets the returned event, meaning reopen the event logs (logrotate's
+    convention: after moving a log away it sends SIGHUP, whose default action kills)."""
+    reopen = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        stop_on_signals(stop)
+        signal.signal(signal.SIGHUP, lambda signum, frame: reopen.set())
+    return reopen
 
 
 def stop_on_signals(stop: threading.Event) -> None:

@@ -34,7 +34,6 @@ import contextlib
 import json
 import logging
 import re
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,15 +44,12 @@ from checkout_cam.engine import EngineClient, InferenceEngine
 from checkout_cam.fleet.lane_stats import lane_stats
 from checkout_cam.model import open_classifier
 from checkout_cam.model.classifier import lane_threads
-from checkout_cam.modes import renderer_for
-from checkout_cam.modes.serve import OutageToMqtt
+from checkout_cam.modes import lane_parts, serve_signals
+from checkout_cam.modes.serve import lane_outputs
 from checkout_cam.notify import SystemdNotifier
 from checkout_cam.pipeline import Health, Pipeline
 from checkout_cam.preprocess import Preprocessor
-from checkout_cam.review import ReviewPolicy
-from checkout_cam.schema import RunIdentity
-from checkout_cam.sinks import EventLogSink, StderrEventSink
-from checkout_cam.sources import open_source
+from checkout_cam.sinks import EventLogSink
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +146,6 @@ class LaneSet:
     def __init__(self, cfg: Config, stop: threading.Event, *, wall_clock_offset: float | None = None,
                  listen: tuple[str, int, str | None] | None = None):
         """``listen``: (host, port, token) of the web page and API (``serve --http``), or None."""
-        from checkout_cam.fleet.publisher import publisher_for_serve
         self.cfg = cfg
         self.stop = stop
         self.classifier = open_classifier(cfg.model.path, threads=lane_threads(cfg.model.path, cfg.model.threads))
@@ -170,26 +165,13 @@ class LaneSet:
             self.web = LaneWeb(cfg, self.engine, listen)
         for lane in cfg.serve.lanes:
             lcfg = lane_config(cfg, lane)
-            s = lcfg.source
             # A file stands in for a camera: paced at its fps (serve is for live input).
-            source = open_source(s.uri, realtime=True, stop=stop, reconnect_initial_s=s.reconnect_initial_s,
-                                 reconnect_max_s=s.reconnect_max_s, stall_timeout_s=s.stall_timeout_s, loop=s.loop)
-            identity = RunIdentity(lane.lane_id)
-            policy = ReviewPolicy(lcfg.review, trained=clf.trained, labels=clf.labels, roi=lcfg.preprocess.roi,
-                                  top_k=lcfg.model.top_k, identity=identity, capture_clock=source.live)
-            log = EventLogSink(lcfg.serve.log_path, max_bytes=lcfg.serve.log_max_bytes,
-                               backups=lcfg.serve.log_backups, source=source.name, model=clf.info(),
-                               policy=policy.policy_dict(), wall_clock_offset=offset, identity=identity)
-            mqtt = publisher_for_serve(lcfg, record_of=log.record, on_resolution=log.write_record)
+            parts = lane_parts(lcfg, clf, stop, realtime=True)
+            out = lane_outputs(lcfg, parts, offset, self.web)
             rate = ModelRate()
-            sinks = [log, StderrEventSink(), rate] + ([mqtt, OutageToMqtt(mqtt, log)] if mqtt else [])
-            if self.web is not None:
-                sinks.append(self.web.add_lane(identity, source=source.name, policy=policy,
-                                               renderer=renderer_for(lcfg, clf), wall_clock_offset=offset,
-                                               resolutions=mqtt.recent_resolution if mqtt else None))
-            pipeline = Pipeline(source, LaneModel(self.engine, lane.lane_id, lcfg.preprocess.roi), policy, lcfg,
-                                sinks=sinks, stop=stop)
-            self.lanes.append(Lane(lane.lane_id, lcfg, pipeline, log, mqtt, rate))
+            pipeline = Pipeline(parts.source, LaneModel(self.engine, lane.lane_id, lcfg.preprocess.roi), parts.policy,
+                                lcfg, sinks=out.sinks() + [rate], stop=stop)
+            self.lanes.append(Lane(lane.lane_id, lcfg, pipeline, out.log, out.mqtt, rate))
 
     def _count_batch(self, report) -> None:
         self.batch_sizes[report.images] = self.batch_sizes.get(report.images, 0) + 1
@@ -285,13 +267,9 @@ def run_lanes(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
               max_seconds: float | None = None, listen: tuple[str, int, str | None] | None = None) -> int:
     """`serve` with ``serve.lanes``: every lane in this process, until SIGTERM (or ``max_seconds``);
     ``listen``: the web page and API's (host, port, token), or None."""
-    from checkout_cam.modes import stop_on_signals
     t_start = time.monotonic()
     stop = stop or threading.Event()
-    reopen = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        stop_on_signals(stop)
-        signal.signal(signal.SIGHUP, lambda signum, frame: reopen.set())
+    reopen = serve_signals(stop)
     notifier = notifier or SystemdNotifier()
     lanes = LaneSet(cfg, stop, listen=listen)
     clf = lanes.classifier

@@ -16,19 +16,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from checkout_cam.config import Config
 from checkout_cam.engine import InferenceEngine
 from checkout_cam.fleet.lane_stats import lane_stats
-from checkout_cam.fleet.publisher import publisher_for_serve
-from checkout_cam.modes import build_parts, stop_on_signals
+from checkout_cam.fleet.publisher import MqttPublisher, publisher_for_serve
+from checkout_cam.modes import build_parts, serve_signals
 from checkout_cam.notify import SystemdNotifier
 from checkout_cam.pipeline import Pipeline
 from checkout_cam.sinks import EventLogSink, StderrEventSink
 from checkout_cam.sources import CameraSource
+
+if TYPE_CHECKING:
+    from checkout_cam.web.lane import LaneFeed
+    from checkout_cam.web.service import LaneWeb
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +57,37 @@ class OutageToMqtt:
         self.mqtt.publish_record("outage", self.log.outage_record(outage))
 
 
+@dataclass
+class LaneOutputs:
+    """Where one lane's decisions go in `serve`: its event log, its MQTT publisher (mqtt.host set) with
+    the outages beside it, and its web feed (--http); ``sinks()`` for its Pipeline."""
+
+    log: EventLogSink
+    mqtt: MqttPublisher | None = None
+    feed: LaneFeed | None = None
+
+    def sinks(self) -> list:
+        extra = [self.mqtt, OutageToMqtt(self.mqtt, self.log)] if self.mqtt else []
+        return [self.log, StderrEventSink(), *extra] + ([self.feed] if self.feed else [])
+
+
+def lane_outputs(cfg: Config, parts, wall_clock_offset: float, web: "LaneWeb | None" = None) -> LaneOutputs:
+    """The outputs of one lane (``cfg``: its config; ``parts``: its source, policy, overlay, identity)."""
+    log = EventLogSink(cfg.serve.log_path, max_bytes=cfg.serve.log_max_bytes, backups=cfg.serve.log_backups,
+                       source=parts.source.name, model=parts.classifier.info(),
+                       policy=parts.policy.policy_dict(), wall_clock_offset=wall_clock_offset,
+                       identity=parts.identity)
+    # MQTT: one more sink, committing to the durable outbox; resolutions go into the log.
+    mqtt = publisher_for_serve(cfg, record_of=log.record, on_resolution=log.write_record)
+    feed = None
+    if web is not None:
+        # The attendant's answers (MQTT) show on the live picture and in the API.
+        feed = web.add_lane(parts.identity, source=parts.source.name, policy=parts.policy, renderer=parts.renderer,
+                            wall_clock_offset=wall_clock_offset,
+                            resolutions=mqtt.recent_resolution if mqtt else None)
+    return LaneOutputs(log, mqtt, feed)
+
+
 def status_text(pipeline: Pipeline, health=None) -> str:
     """The STATUS= line: camera state first (what `systemctl status` readers look for), then why, then stats."""
     health = health or pipeline.health()
@@ -73,35 +109,22 @@ def run_serve(cfg: Config, *, stop: threading.Event | None = None, notifier: Sys
         from checkout_cam.modes.lanes import run_lanes
         return run_lanes(cfg, stop=stop, notifier=notifier, listen=listen)
     stop = stop or threading.Event()
-    reopen = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        stop_on_signals(stop)
-        # logrotate's convention: after moving the log away it sends SIGHUP; the default action kills.
-        signal.signal(signal.SIGHUP, lambda signum, frame: reopen.set())
+    reopen = serve_signals(stop)
     notifier = notifier or SystemdNotifier()
     # A source that is a file is paced like a camera: serve is for live input.
     parts = parts or build_parts(cfg, stop, realtime=True, lane=True)
     # Monotonic capture times -> wall clock for the log, with one offset taken at start: times never go
     # back and durations are exact whatever NTP does; a clock set after start is not followed (restart).
     offset = time.time() - time.monotonic()
-    log = EventLogSink(cfg.serve.log_path, max_bytes=cfg.serve.log_max_bytes, backups=cfg.serve.log_backups,
-                       source=parts.source.name, model=parts.classifier.info(),
-                       policy=parts.policy.policy_dict(), wall_clock_offset=offset,
-                       identity=parts.identity)
-    # MQTT (mqtt.host set): one more sink, committing to the durable outbox; resolutions go into the log.
-    mqtt = publisher_for_serve(cfg, record_of=log.record, on_resolution=log.write_record)
     # The lane's frames go through the one inference engine (HTTP photos share it, after the lane).
     engine = InferenceEngine.from_config(parts.classifier, cfg)
-    web = feed = None
+    web = None
     if listen is not None:
         from checkout_cam.web.service import LaneWeb
         web = LaneWeb(cfg, engine, listen)
-        # The attendant's answers (MQTT) show on the live picture and in the API.
-        feed = web.add_lane(parts.identity, source=parts.source.name, policy=parts.policy, renderer=parts.renderer,
-                            wall_clock_offset=offset, resolutions=mqtt.recent_resolution if mqtt else None)
-    extra = [mqtt, OutageToMqtt(mqtt, log)] if mqtt else []
-    pipeline = Pipeline(parts.source, engine.lane(parts.identity.lane_id), parts.policy, cfg,
-                        sinks=[log, StderrEventSink()] + extra + ([feed] if feed else []),
+    out = lane_outputs(cfg, parts, offset, web)
+    log, mqtt = out.log, out.mqtt
+    pipeline = Pipeline(parts.source, engine.lane(parts.identity.lane_id), parts.policy, cfg, sinks=out.sinks(),
                         stop=stop)
     if not isinstance(parts.source, CameraSource):
         logger.info("source %s is a file played in real time: event times are the wall clock (UTC) when each "

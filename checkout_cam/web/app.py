@@ -156,15 +156,15 @@ def create_app(services: WebServices) -> FastAPI:
     async def healthz():
         return {"status": "alive"}
 
-    def readiness() -> tuple[bool, str]:
+    def readiness(states: dict[str, tuple[bool, str]] | None = None) -> tuple[bool, str]:
         """Ready while the engine runs and every lane is (one lane's reason as it is; with several,
-        each lane that is not ready, named)."""
+        each lane that is not ready, named). ``states``: each lane's (ready, why), if already read."""
         if not engine.is_alive():
             return False, "the model is not loaded (the inference engine is not running)"
+        states = states if states is not None else {lane_id: lane.reader.ready() for lane_id, lane in lanes.items()}
         if only is not None:
-            return only.reader.ready()
-        waiting = [f"{lane_id}: {why}" for lane_id, (ok, why) in
-                   ((lane_id, lane.reader.ready()) for lane_id, lane in lanes.items()) if not ok]
+            return states[only.lane_id]
+        waiting = [f"{lane_id}: {why}" for lane_id, (ok, why) in states.items() if not ok]
         return (False, "; ".join(waiting)) if waiting else (True, "ok")
 
     @app.get("/readyz", summary="Ready to answer: model loaded and (serve) every lane's camera delivering frames",
@@ -281,8 +281,7 @@ def create_app(services: WebServices) -> FastAPI:
                 "latency_p50_ms": _round(c["latency_p50_ms"]), "latency_p95_ms": _round(c["latency_p95_ms"]),
                 "dropped": c["dropped"], "processed": c["processed"], "model_runs": c["model_runs"],
                 "reused": c["reused"], "errors": c["errors"], "items": c["items"],
-                "flagged": c["flagged"], "viewers": lane.view.viewers,
-                "health": lane.reader.health(),
+                "flagged": c["flagged"], "viewers": lane.view.viewers, "health": lane.reader.health(),
                 "decision": decision_dict(decision, lane.stale_after_ms, resolutions=lane.resolutions)}
 
     def lane_events(lane: Lane, limit: int) -> list[dict]:
@@ -325,8 +324,8 @@ def create_app(services: WebServices) -> FastAPI:
 
     @app.get("/api/status", summary="The engine, and each lane's camera, throughput, decision and counts")
     async def status():
-        ok, why = readiness()
         each = [lane_status(lane) for lane in lanes.values()]
+        ok, why = readiness({e["lane_id"]: (e["ready"], e["ready_detail"]) for e in each})
         return {"ready": ok, "ready_detail": why, "uptime_s": round(time.monotonic() - services.started, 1),
                 "model": {"name": clf.name, "sha256": clf.sha256, "trained": clf.trained},
                 "engine": engine.status(), "lane": each[0] if only is not None else None, "lanes": each}
